@@ -1,3 +1,5 @@
+using System.Runtime.ExceptionServices;
+
 namespace MosaicBert.Tokenizers;
 
 /// <summary>
@@ -167,7 +169,7 @@ public sealed class BertTokenizer : WordPieceTokenizer
             int added = addSpecialTokens ? (b is null ? 2 : 3) : 0;
             if (max < added)
                 throw new ArgumentOutOfRangeException(nameof(maxLength), $"maxLength {max} leaves no room for the {added} special tokens.");
-            (na, nb, truncated) = Truncate(na, nb, b is not null, max - added, truncation);
+            (na, nb, truncated) = Truncate(na, nb, b is not null, max - added, truncation, max);
         }
         int n = na + nb + (addSpecialTokens ? (b is null ? 2 : 3) : 0);
         var ids = new int[n];
@@ -205,11 +207,12 @@ public sealed class BertTokenizer : WordPieceTokenizer
     /// Lengths to keep of the two sequences so that they fit <paramref name="budget"/> tokens (Hugging Face's rules).
     /// </summary>
     /// <remarks>
-    /// LongestFirst on a pair, with n1 ≤ n2 the shorter and longer lengths: if only the longer must shrink it keeps
+    /// LongestFirst on a pair, with n1 ≤ n2 the shorter and longer lengths (each capped at maxLength first): if only the longer must shrink it keeps
     /// budget − n1; if both must, the shorter keeps ⌊budget/2⌋ and the longer the rest (budget/2 rounded up).
     /// OnlyFirst/OnlySecond remove the whole excess from one sequence, which must keep at least one token.
     /// </remarks>
-    internal static (int First, int Second, bool Truncated) Truncate(int n1, int n2, bool hasPair, int budget, TruncationStrategy strategy)
+    internal static (int First, int Second, bool Truncated) Truncate(int n1, int n2, bool hasPair, int budget, TruncationStrategy strategy,
+        int? maxLength = null)
     {
         if (n1 + n2 <= budget) return (n1, n2, false);
         int excess = n1 + n2 - budget;
@@ -219,8 +222,13 @@ public sealed class BertTokenizer : WordPieceTokenizer
                 return (budget, 0, true);
             case TruncationStrategy.LongestFirst:
             {
-                bool swap = n1 > n2;
-                int shortLen = Math.Min(n1, n2), longLen;
+                // Measured on tokenizers 0.23 (tests/reference/probe_truncation.py, all n1, n2 < 24, maxLength 3..19):
+                // the lengths it compares are first capped at maxLength itself. That only shows when both sequences
+                // are that long: they then count as equal and the first one gets the smaller half.
+                int cap = maxLength ?? int.MaxValue;
+                int c1 = Math.Min(n1, cap), c2 = Math.Min(n2, cap);
+                bool swap = c1 > c2;
+                int shortLen = Math.Min(c1, c2), longLen;
                 if (shortLen > budget) longLen = shortLen;
                 else longLen = Math.Max(shortLen, budget - shortLen);
                 if (shortLen + longLen > budget)
@@ -244,6 +252,50 @@ public sealed class BertTokenizer : WordPieceTokenizer
     }
 
     /// <summary>
+    /// Encodes many texts (or pairs) in parallel, without padding (Hugging Face's <c>encode_batch</c>).
+    /// </summary>
+    /// <param name="texts">First sequences.</param>
+    /// <param name="textPairs">Second sequences (same count), or null.</param>
+    /// <param name="maxLength">Maximum length including special tokens, or null.</param>
+    /// <param name="truncation">Truncation strategy.</param>
+    /// <param name="maxDegreeOfParallelism">Threads to use; null for all cores.</param>
+    /// <exception cref="ArgumentException">An item cannot be encoded; the message names the item.</exception>
+    public BertEncoding[] Encode(IReadOnlyList<string> texts, IReadOnlyList<string?>? textPairs = null, int? maxLength = null,
+        TruncationStrategy truncation = TruncationStrategy.LongestFirst, int? maxDegreeOfParallelism = null)
+    {
+        ArgumentNullException.ThrowIfNull(texts);
+        if (textPairs is not null && textPairs.Count != texts.Count)
+            throw new ArgumentException($"textPairs has {textPairs.Count} items but texts has {texts.Count}.", nameof(textPairs));
+        var encodings = new BertEncoding[texts.Count];
+        var parallel = new ParallelOptions { MaxDegreeOfParallelism = maxDegreeOfParallelism ?? -1 };
+        try
+        {
+            // Ranges of items per task: per-item scheduling costs more than encoding a short sentence.
+            Parallel.ForEach(System.Collections.Concurrent.Partitioner.Create(0, texts.Count, Math.Max(1, Math.Min(256, texts.Count / 64))),
+                parallel, range =>
+                {
+                    for (int i = range.Item1; i < range.Item2; i++)
+                    {
+                        try
+                        {
+                            encodings[i] = Encode(texts[i], textPairs?[i], maxLength, truncation);
+                        }
+                        catch (ArgumentException e)
+                        {
+                            throw new ArgumentException($"Batch item {i}: {e.Message}", e);
+                        }
+                    }
+                });
+        }
+        catch (AggregateException e)
+        {
+            // Report the first failing item as itself, not wrapped: callers catch ArgumentException.
+            ExceptionDispatchInfo.Throw(e.InnerExceptions[0]);
+        }
+        return encodings;
+    }
+
+    /// <summary>
     /// Encodes many texts (or pairs) in parallel into padded row-major buffers.
     /// </summary>
     /// <param name="texts">First sequences.</param>
@@ -256,24 +308,9 @@ public sealed class BertTokenizer : WordPieceTokenizer
         int? maxLength = null, TruncationStrategy truncation = TruncationStrategy.LongestFirst,
         PaddingStrategy padding = PaddingStrategy.LongestInBatch, int? maxDegreeOfParallelism = null)
     {
-        ArgumentNullException.ThrowIfNull(texts);
-        if (textPairs is not null && textPairs.Count != texts.Count)
-            throw new ArgumentException($"textPairs has {textPairs.Count} items but texts has {texts.Count}.", nameof(textPairs));
         if (padding == PaddingStrategy.MaxLength && maxLength is null)
             throw new ArgumentException("PaddingStrategy.MaxLength needs maxLength.", nameof(padding));
-        var encodings = new BertEncoding[texts.Count];
-        var parallel = new ParallelOptions { MaxDegreeOfParallelism = maxDegreeOfParallelism ?? -1 };
-        Parallel.For(0, texts.Count, parallel, i =>
-        {
-            try
-            {
-                encodings[i] = Encode(texts[i], textPairs?[i], maxLength, truncation);
-            }
-            catch (ArgumentException e)
-            {
-                throw new ArgumentException($"Batch item {i}: {e.Message}", nameof(texts), e);
-            }
-        });
+        var encodings = Encode(texts, textPairs, maxLength, truncation, maxDegreeOfParallelism);
         int length = padding == PaddingStrategy.MaxLength ? maxLength!.Value : encodings.Select(e => e.Length).DefaultIfEmpty(0).Max();
         length = Math.Max(length, encodings.Select(e => e.Length).DefaultIfEmpty(0).Max());
         var ids = new int[texts.Count * length];
@@ -284,12 +321,9 @@ public sealed class BertTokenizer : WordPieceTokenizer
         {
             var e = encodings[i];
             int row = i * length;
-            for (int t = 0; t < e.Length; t++)
-            {
-                ids[row + t] = e.InputIds[t];
-                types[row + t] = e.TokenTypeIds[t];
-                mask[row + t] = 1;
-            }
+            e.Ids.CopyTo(ids, row);
+            e.Types.CopyTo(types, row);
+            mask.AsSpan(row, e.Length).Fill(1);
         }
         return new BertBatchEncoding(texts.Count, length, ids, types, mask, encodings);
     }

@@ -12,12 +12,17 @@ public sealed class BertEncoding
     internal BertEncoding(int[] inputIds, int[] tokenTypeIds, int[] specialTokensMask, (int Start, int End)[] offsets,
         bool truncated)
     {
+        Ids = inputIds;
+        Types = tokenTypeIds;
         InputIds = inputIds;
         TokenTypeIds = tokenTypeIds;
         SpecialTokensMask = specialTokensMask;
         Offsets = offsets;
         Truncated = truncated;
     }
+
+    internal int[] Ids { get; }
+    internal int[] Types { get; }
 
     /// <summary>Token ids, with [CLS]/[SEP] when special tokens were added.</summary>
     public IReadOnlyList<int> InputIds { get; }
@@ -33,7 +38,7 @@ public sealed class BertEncoding
     /// <summary>All ones: an unpadded encoding attends to every token.</summary>
     public IReadOnlyList<int> AttentionMask => Enumerable.Repeat(1, InputIds.Count).ToArray();
     /// <summary>Number of tokens.</summary>
-    public int Length => InputIds.Count;
+    public int Length => Ids.Length;
     /// <summary>True when tokens were dropped to respect the maximum length.</summary>
     public bool Truncated { get; }
 }

@@ -117,3 +117,29 @@ public sealed class HuggingFaceParityTests
             string.Join("\n", failures.Take(15)));
     }
 }
+
+/// <summary>
+/// Hugging Face's longest_first pair truncation for every n1, n2 in 0..23 and max_length 3..19
+/// (tests/reference/probe_truncation.py); the kept lengths must be equal.
+/// </summary>
+public sealed class TruncationGridTests
+{
+    [Fact]
+    public void LongestFirstMatchesHuggingFaceOnTheWholeGrid()
+    {
+        using var gz = new GZipStream(File.OpenRead(SharedData.Fixture("truncation-grid.json.gz")), CompressionMode.Decompress);
+        var grid = JsonDocument.Parse(gz).RootElement.GetProperty("grid");
+        int checkedRows = 0;
+        var failures = new List<string>();
+        foreach (var row in grid.EnumerateArray())
+        {
+            var r = row.EnumerateArray().Select(x => x.GetInt32()).ToArray();
+            int budget = r[2] - 3;
+            var (k1, k2, _) = BertTokenizer.Truncate(r[0], r[1], hasPair: true, budget, TruncationStrategy.LongestFirst, r[2]);
+            if ((k1, k2) != (r[3], r[4])) failures.Add($"n1={r[0]} n2={r[1]} max={r[2]}: HF keeps {r[3]}/{r[4]}, we keep {k1}/{k2}");
+            checkedRows++;
+        }
+        Assert.Equal(9792, checkedRows);
+        Assert.True(failures.Count == 0, string.Join("\n", failures.Take(20)));
+    }
+}
