@@ -51,7 +51,7 @@ public abstract class CliTestBase : IDisposable
     }
 
     /// <summary>bert-base-uncased's vocab.txt from ../shared/datasets; skips the test when it is absent.</summary>
-    protected static string BertVocab => SharedData.Get("vocab/bert-base-uncased-vocab.txt");
+    protected static string BertVocab => SharedData.BertVocab;
 
     /// <summary>Stands for stdin when a test gives none: reading it is a bug (the CLI must read stdin only for "-").</summary>
     private sealed class ThrowingStream : MemoryStream
@@ -68,30 +68,4 @@ internal sealed record CliResult(int ExitCode, byte[] StdoutBytes, string Stderr
     public string[] StdoutLines => Stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries);
 
     public override string ToString() => $"exit {ExitCode}\nstdout: {Stdout}\nstderr: {Stderr}";
-}
-
-/// <summary>Finds ../shared/datasets next to the repository (the directory holding MosaicBert.MLNet.sln).</summary>
-internal static class SharedData
-{
-    private static readonly Lazy<string?> s_root = new(() =>
-    {
-        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
-        {
-            if (File.Exists(Path.Combine(dir.FullName, "MosaicBert.MLNet.sln")))
-            {
-                var candidate = Path.GetFullPath(Path.Combine(dir.FullName, "..", "shared", "datasets"));
-                return Directory.Exists(candidate) ? candidate : null;
-            }
-        }
-        return null;
-    });
-
-    public static string Get(string relative)
-    {
-        var root = s_root.Value;
-        if (root is null) Assert.Skip("../shared/datasets is not present next to the repository (the directory holding MosaicBert.MLNet.sln)");
-        var path = Path.Combine(root, relative);
-        if (!File.Exists(path)) Assert.Skip($"{path} is not present");
-        return path;
-    }
 }

@@ -12,7 +12,7 @@ public sealed class BertTokenizerTests
     private static BertTokenizer Tiny(BertOptions? options = null) =>
         BertTokenizer.Create(WordPieceVocabulary.FromTokens(s_tiny), options);
 
-    private static BertTokenizer Real() => BertTokenizer.Create(SharedData.Vocab);
+    private static BertTokenizer Real() => BertTokenizer.Create(SharedData.BertVocab);
 
     [Fact]
     public void GreedyLongestMatchFirstWithContinuations()

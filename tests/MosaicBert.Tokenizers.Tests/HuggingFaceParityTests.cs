@@ -11,7 +11,7 @@ namespace MosaicBert.Tokenizers.Tests;
 /// </summary>
 public sealed class HuggingFaceParityTests
 {
-    private static readonly Lazy<BertTokenizer> s_tokenizer = new(() => BertTokenizer.Create(SharedData.Vocab));
+    private static readonly Lazy<BertTokenizer> s_tokenizer = new(() => BertTokenizer.Create(SharedData.BertVocab));
     private static readonly Lazy<List<JsonElement>> s_records = new(LoadRecords);
     private static readonly Dictionary<string, string[]> s_lineCache = [];
 
