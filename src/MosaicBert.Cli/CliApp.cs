@@ -64,8 +64,9 @@ internal static class CliApp
     private static RootCommand BuildRootCommand(Stream stdin, Stream stdout, TextWriter stdoutText, TextWriter stderr,
         CancellationToken cancellationToken)
     {
-        var root = new RootCommand("MosaicBERT tools: BERT WordPiece tokenization (Hugging Face parity) and vocabulary training.");
+        var root = new RootCommand("MosaicBERT tools: tokenization (Hugging Face parity), vocabulary training, model inference.");
         root.Subcommands.Add(BuildTokenizeCommand(stdin, stdout, stderr, cancellationToken));
+        root.Subcommands.Add(BuildForwardCommand(stderr));
         var vocab = new Command("vocab", "Work with WordPiece vocabularies (vocab.txt).");
         vocab.Subcommands.Add(BuildTrainCommand(stdoutText, stderr, cancellationToken));
         root.Subcommands.Add(vocab);
@@ -101,6 +102,33 @@ internal static class CliApp
             parseResult.GetRequiredValue(vocab), parseResult.GetRequiredValue(input), parseResult.GetValue(output),
             parseResult.GetValue(maxLength), parseResult.GetValue(lowercase), stdin, stdout, stderr,
             parseResult.GetValue(threads), cancellationToken));
+        return command;
+    }
+
+    private static Command BuildForwardCommand(TextWriter stderr)
+    {
+        var model = new Option<string>("--model")
+        {
+            Description = "Checkpoint directory: config.json and model.safetensors or pytorch_model.bin (MosaicBERT or BERT).",
+            Required = true,
+        };
+        var input = new Option<string>("--input")
+        {
+            Description = "safetensors with int64 input_ids [B,S] and optional attention_mask and token_type_ids [B,S].",
+            Required = true,
+        };
+        var output = new Option<string>("--output")
+        {
+            Description = "safetensors to write (atomically): last_hidden_state [B,S,H] and logits.",
+            Required = true,
+        };
+        var threads = NullableIntOption("--threads", "CPU threads (default: all cores).", 1);
+        var command = new Command("forward", "Run a model on a batch: last hidden states and logits, as Hugging Face returns them.")
+        {
+            model, input, output, threads,
+        };
+        command.SetAction(parseResult => ForwardCommand.Run(parseResult.GetRequiredValue(model), parseResult.GetRequiredValue(input),
+            parseResult.GetRequiredValue(output), parseResult.GetValue(threads), stderr));
         return command;
     }
 

@@ -20,6 +20,7 @@ for (int i = 1; i + 1 < args.Length; i += 2)
 return args[0] switch
 {
     "tokenizer" => TokenizerBenchmark.Run(options),
+    "gemm" => GemmBenchmark.Run(options),
     _ => Fail($"unknown benchmark '{args[0]}'"),
 };
 
