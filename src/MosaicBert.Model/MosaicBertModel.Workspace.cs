@@ -11,7 +11,7 @@ public sealed partial class MosaicBertModel
     private sealed class Workspace : IDisposable
     {
         private readonly List<Tensor> _owned = [];
-        private readonly Tensor _ids, _types, _positions, _cuSeqlens, _embSum, _embMean, _embRstd;
+        private readonly Tensor _ids, _types, _positions, _cuSeqlens, _embSum, _embMean, _embRstd, _embMask;
         private readonly Tensor[] _hidden;
         private readonly LayerBuffers[] _layers;
         private HeadBuffers? _head;
@@ -29,6 +29,7 @@ public sealed partial class MosaicBertModel
             _embSum = Own(backend.Allocate(tokens, d));
             _embMean = Own(backend.Allocate(tokens));
             _embRstd = Own(backend.Allocate(tokens));
+            _embMask = Own(backend.Allocate(tokens, d));
             _hidden = new Tensor[c.NumHiddenLayers + 1];
             for (int l = 0; l <= c.NumHiddenLayers; l++) _hidden[l] = Own(backend.Allocate(tokens, d));
             int up = c.Architecture == EncoderArchitecture.MosaicBert ? 2 * c.IntermediateSize : c.IntermediateSize;
@@ -40,7 +41,9 @@ public sealed partial class MosaicBertModel
                     Own(backend.Allocate(tokens, d)), Own(backend.Allocate(tokens, d)), Own(backend.Allocate(tokens, d)),
                     Own(backend.Allocate(tokens)), Own(backend.Allocate(tokens)),
                     Own(backend.Allocate(tokens, up)), Own(backend.Allocate(tokens, c.IntermediateSize)),
-                    Own(backend.Allocate(tokens, d)), Own(backend.Allocate(tokens, d)), Own(backend.Allocate(tokens)), Own(backend.Allocate(tokens)));
+                    Own(backend.Allocate(tokens, d)), Own(backend.Allocate(tokens, d)), Own(backend.Allocate(tokens)), Own(backend.Allocate(tokens)),
+                    Own(backend.Allocate(tokens, d)),
+                    Own(backend.Allocate(tokens, c.Architecture == EncoderArchitecture.MosaicBert ? c.IntermediateSize : d)));
             }
             Layers = _layers;
             Hidden = _hidden;
@@ -51,6 +54,9 @@ public sealed partial class MosaicBertModel
             _owned.Add(t);
             return t;
         }
+
+        /// <summary>Bytes of all tensors the workspace holds.</summary>
+        public long Bytes => _owned.Sum(t => t.Length * 4) + (_head?.Bytes ?? 0) + (_classifier?.Bytes ?? 0);
 
         public int CapacityTokens { get; }
         public int CapacitySequences { get; }
@@ -65,6 +71,7 @@ public sealed partial class MosaicBertModel
         public Tensor EmbeddingSum { get; private set; } = null!;
         public Tensor EmbeddingMean { get; private set; } = null!;
         public Tensor EmbeddingRstd { get; private set; } = null!;
+        public Tensor EmbeddingMask { get; private set; } = null!;
         public Tensor[] Hidden { get; private set; }
         public LayerBuffers[] Layers { get; private set; }
         public ClassifierBuffers Classifier => _classifier ?? throw new InvalidOperationException("No batch is bound.");
@@ -85,6 +92,7 @@ public sealed partial class MosaicBertModel
             EmbeddingSum = _embSum.Rows(0, n);
             EmbeddingMean = _embMean.Rows(0, n);
             EmbeddingRstd = _embRstd.Rows(0, n);
+            EmbeddingMask = _embMask.Rows(0, n);
             Hidden = [.. _hidden.Select(h => h.Rows(0, n))];
             Layers = [.. _layers.Select(l => l.Rows(n))];
             if (_classifier is null || _classifier.Capacity < b)
@@ -115,13 +123,15 @@ public sealed partial class MosaicBertModel
     }
 
     /// <summary>Per-layer activations.</summary>
+    /// <remarks>Mask1: dropout of the attention output; Mask2: dropout in the MLP (after GeGLU for MosaicBERT, after
+    /// the output dense for classic BERT).</remarks>
     private sealed record LayerBuffers(
         Tensor Qkv, Tensor Context, Tensor LogSumExp, Tensor AttentionOutput, Tensor Sum1, Tensor X1, Tensor Mean1, Tensor Rstd1,
-        Tensor Up, Tensor Activation, Tensor Down, Tensor Sum2, Tensor Mean2, Tensor Rstd2)
+        Tensor Up, Tensor Activation, Tensor Down, Tensor Sum2, Tensor Mean2, Tensor Rstd2, Tensor Mask1, Tensor Mask2)
     {
         public LayerBuffers Rows(int n) => new(Qkv.Rows(0, n), Context.Rows(0, n), LogSumExp.Rows(0, n), AttentionOutput.Rows(0, n),
             Sum1.Rows(0, n), X1.Rows(0, n), Mean1.Rows(0, n), Rstd1.Rows(0, n), Up.Rows(0, n), Activation.Rows(0, n),
-            Down.Rows(0, n), Sum2.Rows(0, n), Mean2.Rows(0, n), Rstd2.Rows(0, n));
+            Down.Rows(0, n), Sum2.Rows(0, n), Mean2.Rows(0, n), Rstd2.Rows(0, n), Mask1.Rows(0, n), Mask2.Rows(0, n));
     }
 
     /// <summary>MLM head activations for k selected rows.</summary>
@@ -153,6 +163,8 @@ public sealed partial class MosaicBertModel
         public Tensor Rstd { get; private set; } = null!;
         public Tensor Logits { get; private set; } = null!;
 
+        public long Bytes => new[] { _rows, _selected, _pre, _act, _transform, _mean, _rstd, _logits }.Sum(t => t.Length * 4);
+
         public HeadBuffers Bind(int k)
         {
             Rows = _rows.Rows(0, k);
@@ -175,7 +187,7 @@ public sealed partial class MosaicBertModel
     /// <summary>Pooler and classifier activations for B sequences.</summary>
     private sealed class ClassifierBuffers : IDisposable
     {
-        private readonly Tensor _first, _cls, _pre, _pooled, _logits;
+        private readonly Tensor _first, _cls, _pre, _pooled, _pooledDropped, _mask, _logits;
 
         public ClassifierBuffers(Backend backend, MosaicBertConfig c, int capacity)
         {
@@ -184,6 +196,8 @@ public sealed partial class MosaicBertModel
             _cls = backend.Allocate(capacity, c.HiddenSize);
             _pre = backend.Allocate(capacity, c.HiddenSize);
             _pooled = backend.Allocate(capacity, c.HiddenSize);
+            _pooledDropped = backend.Allocate(capacity, c.HiddenSize);
+            _mask = backend.Allocate(capacity, c.HiddenSize);
             _logits = backend.Allocate(capacity, c.NumLabels);
         }
 
@@ -192,7 +206,11 @@ public sealed partial class MosaicBertModel
         public Tensor Cls { get; private set; } = null!;
         public Tensor PooledPre { get; private set; } = null!;
         public Tensor Pooled { get; private set; } = null!;
+        public Tensor PooledDropped { get; private set; } = null!;
+        public Tensor Mask { get; private set; } = null!;
         public Tensor Logits { get; private set; } = null!;
+
+        public long Bytes => new[] { _first, _cls, _pre, _pooled, _pooledDropped, _mask, _logits }.Sum(t => t.Length * 4);
 
         public void Bind(Backend backend, EncoderBatch batch)
         {
@@ -202,12 +220,14 @@ public sealed partial class MosaicBertModel
             Cls = _cls.Rows(0, b);
             PooledPre = _pre.Rows(0, b);
             Pooled = _pooled.Rows(0, b);
+            PooledDropped = _pooledDropped.Rows(0, b);
+            Mask = _mask.Rows(0, b);
             Logits = _logits.Rows(0, b);
         }
 
         public void Dispose()
         {
-            foreach (var t in new[] { _first, _cls, _pre, _pooled, _logits }) t.Dispose();
+            foreach (var t in new[] { _first, _cls, _pre, _pooled, _pooledDropped, _mask, _logits }) t.Dispose();
         }
     }
 }

@@ -16,6 +16,7 @@ public sealed partial class MosaicBertModel : IDisposable
 {
     private readonly Tensor _slopes;
     private Workspace? _ws;
+    private DropoutSettings? _dropout;
 
     /// <summary>Creates a model with zero parameters; call <see cref="InitializeWeights"/> or load a checkpoint.</summary>
     public MosaicBertModel(MosaicBertConfig config, ModelHeads heads, Backend backend)
@@ -93,10 +94,16 @@ public sealed partial class MosaicBertModel : IDisposable
     /// Runs the embeddings and the encoder on a batch. Returns the final hidden states of the N real tokens, a view
     /// that stays valid until the next forward pass.
     /// </summary>
-    public Tensor Encode(EncoderBatch batch)
+    /// <param name="batch">The batch.</param>
+    /// <param name="dropout">Training-mode dropout (hidden_dropout_prob after the embeddings, after the attention
+    /// output projection, and in the MLP as spec §1.14 places it); null for inference. Attention-probability dropout
+    /// is not applied (MosaicBERT trains with 0; the fused attention kernel has none).</param>
+    public Tensor Encode(EncoderBatch batch, DropoutSettings? dropout = null)
     {
         ArgumentNullException.ThrowIfNull(batch);
         var ws = PrepareWorkspace(batch);
+        _dropout = dropout;
+        float p = dropout is null ? 0 : Config.HiddenDropoutProb;
         int n = batch.TokenCount;
         var c = Config;
         bool classic = c.Architecture == EncoderArchitecture.Bert;
@@ -106,32 +113,37 @@ public sealed partial class MosaicBertModel : IDisposable
             classic ? Parameter("bert.embeddings.position_embeddings.weight") : null, ws.EmbeddingSum);
         Backend.LayerNorm(ws.EmbeddingSum, null, Parameter("bert.embeddings.LayerNorm.weight"), Parameter("bert.embeddings.LayerNorm.bias"),
             c.LayerNormEps, ws.EmbeddingSum, ws.Hidden[0], ws.EmbeddingMean, ws.EmbeddingRstd);
+        if (p > 0) Backend.Dropout(ws.Hidden[0], ws.Hidden[0], ws.EmbeddingMask, p, dropout!.Value.SiteSeed(0), 0);
 
         float scale = 1f / MathF.Sqrt(c.HeadSize);
+        float drop = p;
         for (int l = 0; l < c.NumHiddenLayers; l++)
         {
             var a = ws.Layers[l];
-            string p = $"bert.encoder.layer.{l}.";
+            string pfx = $"bert.encoder.layer.{l}.";
             var x = ws.Hidden[l];
-            Backend.Linear(x, Parameter(p + "attention.self.Wqkv.weight"), Parameter(p + "attention.self.Wqkv.bias"), a.Qkv);
+            Backend.Linear(x, Parameter(pfx + "attention.self.Wqkv.weight"), Parameter(pfx + "attention.self.Wqkv.bias"), a.Qkv);
             Backend.Attention(a.Qkv, ws.CuSeqlens, ws.Positions, _slopes, scale, a.Context, a.LogSumExp);
-            Backend.Linear(a.Context, Parameter(p + "attention.output.dense.weight"), Parameter(p + "attention.output.dense.bias"), a.AttentionOutput);
-            Backend.LayerNorm(a.AttentionOutput, x, Parameter(p + "attention.output.LayerNorm.weight"), Parameter(p + "attention.output.LayerNorm.bias"),
+            Backend.Linear(a.Context, Parameter(pfx + "attention.output.dense.weight"), Parameter(pfx + "attention.output.dense.bias"), a.AttentionOutput);
+            if (drop > 0) Backend.Dropout(a.AttentionOutput, a.AttentionOutput, a.Mask1, drop, dropout!.Value.SiteSeed(1 + 2 * l), 0);
+            Backend.LayerNorm(a.AttentionOutput, x, Parameter(pfx + "attention.output.LayerNorm.weight"), Parameter(pfx + "attention.output.LayerNorm.bias"),
                 c.LayerNormEps, a.Sum1, a.X1, a.Mean1, a.Rstd1);
             if (classic)
             {
-                Backend.Linear(a.X1, Parameter(p + "intermediate.dense.weight"), Parameter(p + "intermediate.dense.bias"), a.Up);
+                Backend.Linear(a.X1, Parameter(pfx + "intermediate.dense.weight"), Parameter(pfx + "intermediate.dense.bias"), a.Up);
                 Backend.Gelu(a.Up, a.Activation);
-                Backend.Linear(a.Activation, Parameter(p + "output.dense.weight"), Parameter(p + "output.dense.bias"), a.Down);
-                Backend.LayerNorm(a.Down, a.X1, Parameter(p + "output.LayerNorm.weight"), Parameter(p + "output.LayerNorm.bias"),
+                Backend.Linear(a.Activation, Parameter(pfx + "output.dense.weight"), Parameter(pfx + "output.dense.bias"), a.Down);
+                if (drop > 0) Backend.Dropout(a.Down, a.Down, a.Mask2, drop, dropout!.Value.SiteSeed(2 + 2 * l), 0);
+                Backend.LayerNorm(a.Down, a.X1, Parameter(pfx + "output.LayerNorm.weight"), Parameter(pfx + "output.LayerNorm.bias"),
                     c.LayerNormEps, a.Sum2, ws.Hidden[l + 1], a.Mean2, a.Rstd2);
             }
             else
             {
-                Backend.Linear(a.X1, Parameter(p + "mlp.gated_layers.weight"), null, a.Up);
+                Backend.Linear(a.X1, Parameter(pfx + "mlp.gated_layers.weight"), null, a.Up);
                 Backend.GatedGelu(a.Up, a.Activation);
-                Backend.Linear(a.Activation, Parameter(p + "mlp.wo.weight"), Parameter(p + "mlp.wo.bias"), a.Down);
-                Backend.LayerNorm(a.Down, a.X1, Parameter(p + "mlp.layernorm.weight"), Parameter(p + "mlp.layernorm.bias"),
+                if (drop > 0) Backend.Dropout(a.Activation, a.Activation, a.Mask2, drop, dropout!.Value.SiteSeed(2 + 2 * l), 0);
+                Backend.Linear(a.Activation, Parameter(pfx + "mlp.wo.weight"), Parameter(pfx + "mlp.wo.bias"), a.Down);
+                Backend.LayerNorm(a.Down, a.X1, Parameter(pfx + "mlp.layernorm.weight"), Parameter(pfx + "mlp.layernorm.bias"),
                     c.LayerNormEps, a.Sum2, ws.Hidden[l + 1], a.Mean2, a.Rstd2);
             }
         }
@@ -176,7 +188,14 @@ public sealed partial class MosaicBertModel : IDisposable
         Backend.GatherRows(ws.Hidden[c.NumHiddenLayers], cls.FirstTokens, cls.Cls);
         Backend.Linear(cls.Cls, Parameter("bert.pooler.dense.weight"), Parameter("bert.pooler.dense.bias"), cls.PooledPre);
         Backend.Tanh(cls.PooledPre, cls.Pooled);
-        Backend.Linear(cls.Pooled, Parameter("classifier.weight"), Parameter("classifier.bias"), cls.Logits);
+        var pooled = cls.Pooled;
+        float p = _dropout is null ? 0 : c.ClassifierDropout ?? c.HiddenDropoutProb;
+        if (p > 0)
+        {
+            Backend.Dropout(cls.Pooled, cls.PooledDropped, cls.Mask, p, _dropout!.Value.SiteSeed(2 * c.NumHiddenLayers + 1), 0);
+            pooled = cls.PooledDropped;
+        }
+        Backend.Linear(pooled, Parameter("classifier.weight"), Parameter("classifier.bias"), cls.Logits);
         return cls.Logits;
     }
 

@@ -102,6 +102,88 @@ public abstract class Backend : IDisposable
     /// </summary>
     public abstract void CrossEntropy(Tensor logits, Tensor labels, Tensor losses, Tensor? gradient = null, float gradientScale = 1);
 
+    // ---- backward passes and training ----
+    // Conventions: "accumulate" adds into the destination (gradients of shared or tied inputs); otherwise the
+    // destination is overwritten. Parameter gradients (dW, dγ, dβ, db) always accumulate, so a step starts by zeroing
+    // the gradient block once.
+
+    /// <summary><c>db[m] += Σ_rows dy[r, m]</c> (bias gradient of a Linear).</summary>
+    public abstract void SumRowsInto(Tensor dy, Tensor db);
+
+    /// <summary>
+    /// Backward of <see cref="LayerNorm"/>: with x̂ = (sum − μ)·rstd and g = dy·γ (per row),
+    /// <c>dγ += Σ_rows dy·x̂</c>, <c>dβ += Σ_rows dy</c>, <c>dx = rstd·(g − mean(g) − x̂·mean(g·x̂))</c>
+    /// (written, or added when <paramref name="accumulateDx"/>).
+    /// </summary>
+    public abstract void LayerNormBackward(Tensor dy, Tensor sum, Tensor mean, Tensor rstd, Tensor gamma,
+        Tensor dx, Tensor dGamma, Tensor dBeta, bool accumulateDx = false);
+
+    /// <summary>Backward of <see cref="Gelu"/>: <c>dx = dy·(Φ(x) + x·φ(x))</c>.</summary>
+    public abstract void GeluBackward(Tensor x, Tensor dy, Tensor dx);
+
+    /// <summary>
+    /// Backward of <see cref="GatedGelu"/> for g = [u | v]: <c>du = dh·v·GELU′(u)</c>, <c>dv = dh·GELU(u)</c>,
+    /// written to <paramref name="dGated"/> [N, 2I].
+    /// </summary>
+    public abstract void GatedGeluBackward(Tensor gated, Tensor dh, Tensor dGated);
+
+    /// <summary>Backward of <see cref="Tanh"/> from its output: <c>dx = dy·(1 − y²)</c>.</summary>
+    public abstract void TanhBackward(Tensor y, Tensor dy, Tensor dx);
+
+    /// <summary>
+    /// Backward of <see cref="Attention"/> (FlashAttention-2's recurrence, recomputing probabilities from the stored
+    /// log-sum-exp): with P_ij = exp(s_ij − lse_i), D_i = dO_i·O_i, dS_ij = P_ij·(dO_i·V_j − D_i):
+    /// <c>dV_j = Σ_i P_ij·dO_i</c>, <c>dQ_i = scale·Σ_j dS_ij·K_j</c>, <c>dK_j = scale·Σ_i dS_ij·Q_i</c>,
+    /// written into the Q, K, V blocks of <paramref name="dQkv"/> [N, 3d].
+    /// </summary>
+    public abstract void AttentionBackward(Tensor qkv, Tensor cuSeqlens, Tensor positions, Tensor slopes, float scale,
+        Tensor context, Tensor logSumExp, Tensor dContext, Tensor dQkv);
+
+    /// <summary>
+    /// Backward of <see cref="EmbeddingSum"/>: adds each row of <paramref name="dOutput"/> into the rows of the
+    /// embedding gradients its token used (<c>dWord[ids[t]] += dOut[t]</c>, same for types and positions).
+    /// </summary>
+    public abstract void EmbeddingBackward(Tensor ids, Tensor typeIds, Tensor? positions, Tensor dOutput,
+        Tensor dWordEmbeddings, Tensor dTypeEmbeddings, Tensor? dPositionEmbeddings);
+
+    /// <summary><c>dst[indices[k]] += src[k]</c> (rows): backward of <see cref="GatherRows"/>.</summary>
+    public abstract void ScatterAddRows(Tensor source, Tensor indices, Tensor destination);
+
+    /// <summary>
+    /// Mean-squared error per row of a [B, 1] prediction: <c>loss[b] = (pred[b] − target[b])²</c>; when
+    /// <paramref name="gradient"/> is given it receives <c>2·(pred − target)·gradientScale</c>.
+    /// </summary>
+    public abstract void SquaredError(Tensor predictions, Tensor targets, Tensor losses, Tensor? gradient = null, float gradientScale = 1);
+
+    /// <summary>
+    /// Inverted dropout with a counter-based generator: element i is kept when u(seed, offset + i) ≥ p, where u is a
+    /// uniform in [0, 1) computed from a hash of (seed, index) — the same mask on every backend and thread count.
+    /// Kept elements are scaled by 1/(1 − p); <paramref name="mask"/> receives that factor or 0 (for the backward
+    /// pass, which is <c>dx = dy·mask</c> via <see cref="Multiply"/>). x and y may be the same tensor.
+    /// </summary>
+    public abstract void Dropout(Tensor x, Tensor y, Tensor mask, float p, ulong seed, long offset);
+
+    /// <summary><c>z = x ⊙ y</c> element-wise (z may alias x or y).</summary>
+    public abstract void Multiply(Tensor x, Tensor y, Tensor z);
+
+    /// <summary><c>y += alpha·x</c> element-wise.</summary>
+    public abstract void AddScaled(Tensor x, float alpha, Tensor y);
+
+    /// <summary>Σ x² over all elements, accumulated in double (for gradient-norm clipping).</summary>
+    public abstract double SumOfSquares(Tensor x);
+
+    /// <summary><c>x ← x·factor</c>.</summary>
+    public abstract void Scale(Tensor x, float factor);
+
+    /// <summary>
+    /// One decoupled AdamW step over whole blocks (Composer's DecoupledAdamW): per element,
+    /// θ ← θ·(1 − <paramref name="decayFactor"/>); m ← β1·m + (1 − β1)·g; v ← β2·v + (1 − β2)·g²;
+    /// θ ← θ − lr·(m / (1 − β1ᵗ)) / (√(v / (1 − β2ᵗ)) + ε), with t = <paramref name="step"/> (from 1).
+    /// The caller passes decayFactor = (lr_t/lr_0)·weight_decay: the decay is not multiplied by lr itself.
+    /// </summary>
+    public abstract void AdamW(Tensor parameters, Tensor gradients, Tensor m, Tensor v, float lr, float beta1, float beta2,
+        float eps, float decayFactor, int step);
+
     /// <summary>Frees backend resources (not the tensors, which their owners dispose).</summary>
     public virtual void Dispose() => GC.SuppressFinalize(this);
 

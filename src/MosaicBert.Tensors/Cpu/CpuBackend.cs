@@ -125,6 +125,7 @@ public sealed partial class CpuBackend : Backend
     /// <summary>Runs <paramref name="body"/> over [0, count) in contiguous chunks on the backend's threads.</summary>
     private void ParallelRows(int count, long workPerRow, Action<int, int> body)
     {
+        if (count <= 0) return;
         // Small jobs run inline: thread hand-off costs more than ~50k flops of work.
         int chunks = (int)Math.Clamp(count * Math.Max(workPerRow, 1) / 50_000, 1, Math.Min(count, Threads * 4));
         if (chunks <= 1 || Threads == 1)
@@ -132,12 +133,20 @@ public sealed partial class CpuBackend : Backend
             if (count > 0) body(0, count);
             return;
         }
-        Parallel.For(0, chunks, _parallel, c =>
+        try
         {
-            int start = (int)((long)count * c / chunks);
-            int end = (int)((long)count * (c + 1) / chunks);
-            if (end > start) body(start, end);
-        });
+            Parallel.For(0, chunks, _parallel, c =>
+            {
+                int start = (int)((long)count * c / chunks);
+                int end = (int)((long)count * (c + 1) / chunks);
+                if (end > start) body(start, end);
+            });
+        }
+        catch (AggregateException e)
+        {
+            // Surface the kernel's own exception (e.g. an id out of range), as the single-threaded path does.
+            System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(e.InnerExceptions[0]);
+        }
     }
 
     /// <inheritdoc/>

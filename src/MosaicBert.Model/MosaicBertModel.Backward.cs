@@ -1,0 +1,357 @@
+using MosaicBert.Tensors;
+
+namespace MosaicBert.Model;
+
+public sealed partial class MosaicBertModel
+{
+    private Tensor? _gradients;
+    private GradientBuffers? _gws;
+
+    /// <summary>Gradients of all parameters, laid out like <see cref="Parameters"/>; accumulated by
+    /// <see cref="ForwardBackward"/> until <see cref="ZeroGradients"/>.</summary>
+    public Tensor Gradients => _gradients ??= Backend.Allocate((int)Layout.Count);
+
+    /// <summary>
+    /// Bytes of activation memory kept for the backward pass and of gradient scratch, at the current capacity (the
+    /// largest batch seen); parameters, gradients and optimizer state are not included.
+    /// </summary>
+    public long ActivationBytes => (_ws?.Bytes ?? 0) + (_gws?.Bytes ?? 0);
+
+    /// <summary>The gradient of one parameter.</summary>
+    public Tensor Gradient(string name) => Layout.View(Gradients, name);
+
+    /// <summary>Sets every gradient to zero (start of an optimizer step).</summary>
+    public void ZeroGradients() => Backend.Fill(Gradients, 0);
+
+    /// <summary>
+    /// Forward pass, loss and backward pass of one (micro)batch. Gradients are added to <see cref="Gradients"/>, scaled
+    /// by <paramref name="lossScale"/> (e.g. 1/accumulation steps), so micro-batches accumulate.
+    /// </summary>
+    /// <returns>The unscaled mean loss of the batch.</returns>
+    public float ForwardBackward(EncoderBatch batch, TrainingObjective objective, DropoutSettings? dropout = null, float lossScale = 1)
+    {
+        ArgumentNullException.ThrowIfNull(batch);
+        ArgumentNullException.ThrowIfNull(objective);
+        Encode(batch, dropout);
+        var ws = _ws!;
+        var g = Grads(ws);
+        int n = batch.TokenCount, d = Config.HiddenSize;
+        var dHidden = g.DHidden.Rows(0, n);
+        Backend.Fill(dHidden, 0);
+        float loss = objective switch
+        {
+            TrainingObjective.MaskedLM => MaskedLMBackward(batch, dHidden, lossScale),
+            TrainingObjective.Classification c => ClassifierBackward(batch, c.Labels, null, dHidden, lossScale),
+            TrainingObjective.Regression r => ClassifierBackward(batch, null, r.Targets, dHidden, lossScale),
+            _ => throw new ArgumentException($"Unknown objective {objective}."),
+        };
+        EncoderBackward(dHidden, g, n, d);
+        return loss;
+    }
+
+    private GradientBuffers Grads(Workspace ws)
+    {
+        if (_gws is null || _gws.Capacity < ws.CapacityTokens)
+        {
+            _gws?.Dispose();
+            _gws = new GradientBuffers(Backend, Config, ws.CapacityTokens);
+        }
+        return _gws;
+    }
+
+    private float MaskedLMBackward(EncoderBatch batch, Tensor dHidden, float lossScale)
+    {
+        int k = batch.MaskedTokens.Length;
+        if (k == 0) throw new ArgumentException("The batch has no masked token (no MLM label other than −100).");
+        var logits = MaskedLMLogits(batch.MaskedTokens);
+        var head = _ws!.Head(Backend, k, Config);
+        var hg = _gws!.Head(Backend, k, Config);
+        Backend.Upload(batch.MaskedLabels, hg.Labels);
+        // Mean over the k masked tokens: dlogits = (softmax − onehot)·lossScale/k.
+        Backend.CrossEntropy(logits, hg.Labels, hg.Losses, hg.DLogits, lossScale / k);
+        var losses = new float[k];
+        Backend.Download(hg.Losses, losses);
+
+        // logits = t·Ewᵀ + b_dec (decoder tied to the word embeddings)
+        var wordEmb = Parameter("bert.embeddings.word_embeddings.weight");
+        Backend.SumRowsInto(hg.DLogits, Gradient("cls.predictions.decoder.bias"));
+        Backend.MatMul(hg.DLogits, true, head.Transform, false, Gradient("bert.embeddings.word_embeddings.weight"), 1, 1);
+        Backend.MatMul(hg.DLogits, false, wordEmb, false, hg.DTransform);
+        // t = LN(GELU(pre)), pre = sel·Wtᵀ + bt
+        Backend.LayerNormBackward(hg.DTransform, head.TransformAct, head.Mean, head.Rstd, Parameter("cls.predictions.transform.LayerNorm.weight"),
+            hg.DAct, Gradient("cls.predictions.transform.LayerNorm.weight"), Gradient("cls.predictions.transform.LayerNorm.bias"));
+        Backend.GeluBackward(head.TransformPre, hg.DAct, hg.DPre);
+        LinearBackward(hg.DPre, head.Selected, "cls.predictions.transform.dense", hg.DSelected, accumulate: false);
+        Backend.ScatterAddRows(hg.DSelected, head.Rows, dHidden);
+        return (float)losses.Average(x => (double)x);
+    }
+
+    private float ClassifierBackward(EncoderBatch batch, int[]? labels, float[]? targets, Tensor dHidden, float lossScale)
+    {
+        var logits = ClassifierLogits();
+        var cls = _ws!.Classifier;
+        int b = batch.BatchSize;
+        var cg = _gws!.Classifier(Backend, Config, b);
+        float loss;
+        if (labels is not null)
+        {
+            if (labels.Length != b) throw new ArgumentException($"{labels.Length} labels for {b} sequences.");
+            if (Config.NumLabels < 2) throw new InvalidOperationException("Classification needs num_labels ≥ 2; use Regression for one output.");
+            Backend.Upload(labels, cg.Labels);
+            Backend.CrossEntropy(logits, cg.Labels, cg.Losses, cg.DLogits, lossScale / b);
+        }
+        else
+        {
+            if (targets!.Length != b) throw new ArgumentException($"{targets.Length} targets for {b} sequences.");
+            if (Config.NumLabels != 1) throw new InvalidOperationException($"Regression needs num_labels = 1, not {Config.NumLabels}.");
+            Backend.Upload(targets, cg.Targets);
+            Backend.SquaredError(logits, cg.Targets, cg.Losses, cg.DLogits, lossScale / b);
+        }
+        var losses = new float[b];
+        Backend.Download(cg.Losses, losses);
+        loss = (float)losses.Average(x => (double)x);
+
+        bool dropped = _dropout is not null && (Config.ClassifierDropout ?? Config.HiddenDropoutProb) > 0;
+        // logits = drop(pooled)·Wcᵀ + bc
+        LinearBackward(cg.DLogits, dropped ? cls.PooledDropped : cls.Pooled, "classifier", cg.DPooled, accumulate: false);
+        if (dropped) Backend.Multiply(cg.DPooled, cls.Mask, cg.DPooled);
+        // pooled = tanh(cls·Wpᵀ + bp)
+        Backend.TanhBackward(cls.Pooled, cg.DPooled, cg.DPre);
+        LinearBackward(cg.DPre, cls.Cls, "bert.pooler.dense", cg.DCls, accumulate: false);
+        Backend.ScatterAddRows(cg.DCls, cls.FirstTokens, dHidden);
+        return loss;
+    }
+
+    /// <summary>dX = dY·W (written or added), dW += dYᵀ·X, db += Σ_rows dY.</summary>
+    private void LinearBackward(Tensor dy, Tensor x, string prefix, Tensor? dx, bool accumulate)
+    {
+        var w = Parameter(prefix + ".weight");
+        Backend.MatMul(dy, true, x, false, Gradient(prefix + ".weight"), 1, 1);
+        if (Layout.Contains(prefix + ".bias")) Backend.SumRowsInto(dy, Gradient(prefix + ".bias"));
+        if (dx is not null) Backend.MatMul(dy, false, w, false, dx, 1, accumulate ? 1 : 0);
+    }
+
+    /// <summary>Backward through the layers and the embeddings, from dL/d(final hidden) in <paramref name="dHidden"/>.</summary>
+    private void EncoderBackward(Tensor dHidden, GradientBuffers g, int n, int d)
+    {
+        var ws = _ws!;
+        var c = Config;
+        bool classic = c.Architecture == EncoderArchitecture.Bert;
+        bool dropped = _dropout is not null && c.HiddenDropoutProb > 0;
+        float scale = 1f / MathF.Sqrt(c.HeadSize);
+        var dSum = g.DSum.Rows(0, n);
+        var dX1 = g.DX1.Rows(0, n);
+        var dAct = g.DAct.Rows(0, n);
+        var dUp = g.DUp.Rows(0, n);
+        var dCtx = g.DContext.Rows(0, n);
+        var dQkv = g.DQkv.Rows(0, n);
+
+        for (int l = c.NumHiddenLayers - 1; l >= 0; l--)
+        {
+            var a = ws.Layers[l];
+            string p = $"bert.encoder.layer.{l}.";
+            string ln2 = classic ? p + "output.LayerNorm" : p + "mlp.layernorm";
+            // out = LN2(sum2), sum2 = down' + x1 (down' is the dropped-out MLP output for classic BERT)
+            Backend.LayerNormBackward(dHidden, a.Sum2, a.Mean2, a.Rstd2, Parameter(ln2 + ".weight"), dSum, Gradient(ln2 + ".weight"), Gradient(ln2 + ".bias"));
+            if (classic)
+            {
+                // down = act·W2ᵀ + b2 (dropout after it), act = GELU(up), up = x1·W1ᵀ + b1
+                var dDown = dSum;
+                if (dropped)
+                {
+                    dDown = g.DTemp.Rows(0, n);
+                    Backend.Multiply(dSum, a.Mask2, dDown);
+                }
+                LinearBackward(dDown, a.Activation, p + "output.dense", dAct, accumulate: false);
+                Backend.GeluBackward(a.Up, dAct, dUp);
+                LinearBackward(dUp, a.X1, p + "intermediate.dense", dX1, accumulate: false);
+            }
+            else
+            {
+                // down = act'·Woᵀ + bo with act' = dropout(GeGLU(up)), up = x1·Wgᵀ (no bias)
+                LinearBackward(dSum, a.Activation, p + "mlp.wo", dAct, accumulate: false);
+                if (dropped) Backend.Multiply(dAct, a.Mask2, dAct);
+                Backend.GatedGeluBackward(a.Up, dAct, dUp);
+                LinearBackward(dUp, a.X1, p + "mlp.gated_layers", dX1, accumulate: false);
+            }
+            Backend.AddScaled(dSum, 1, dX1); // residual into x1
+            // x1 = LN1(sum1), sum1 = ao' + x, ao' = dropout(ctx·Woᵀ + bo)
+            Backend.LayerNormBackward(dX1, a.Sum1, a.Mean1, a.Rstd1, Parameter(p + "attention.output.LayerNorm.weight"), dSum,
+                Gradient(p + "attention.output.LayerNorm.weight"), Gradient(p + "attention.output.LayerNorm.bias"));
+            var dAo = dSum;
+            if (dropped)
+            {
+                dAo = g.DTemp.Rows(0, n);
+                Backend.Multiply(dSum, a.Mask1, dAo);
+            }
+            LinearBackward(dAo, a.Context, p + "attention.output.dense", dCtx, accumulate: false);
+            Backend.AttentionBackward(a.Qkv, ws.CuSeqlens, ws.Positions, _slopes, scale, a.Context, a.LogSumExp, dCtx, dQkv);
+            // qkv = x·Wqkvᵀ + b; dx = dQkv·Wqkv + dSum1 (residual)
+            LinearBackward(dQkv, ws.Hidden[l], p + "attention.self.Wqkv", dHidden, accumulate: false);
+            Backend.AddScaled(dSum, 1, dHidden);
+        }
+        // hidden0 = dropout(LN(embSum)); embSum = word[ids] + type[types] (+ position[pos])
+        if (dropped) Backend.Multiply(dHidden, ws.EmbeddingMask, dHidden);
+        Backend.LayerNormBackward(dHidden, ws.EmbeddingSum, ws.EmbeddingMean, ws.EmbeddingRstd, Parameter("bert.embeddings.LayerNorm.weight"),
+            dSum, Gradient("bert.embeddings.LayerNorm.weight"), Gradient("bert.embeddings.LayerNorm.bias"));
+        Backend.EmbeddingBackward(ws.Ids, ws.Types, classic ? ws.Positions : null, dSum,
+            Gradient("bert.embeddings.word_embeddings.weight"), Gradient("bert.embeddings.token_type_embeddings.weight"),
+            classic ? Gradient("bert.embeddings.position_embeddings.weight") : null);
+    }
+
+    /// <summary>Gradient scratch: per-token buffers reused by every layer, and head buffers.</summary>
+    private sealed class GradientBuffers : IDisposable
+    {
+        private readonly List<Tensor> _owned = [];
+        private HeadGradients? _head;
+        private ClassifierGradients? _classifier;
+
+        public GradientBuffers(Backend backend, MosaicBertConfig c, int tokens)
+        {
+            Capacity = tokens;
+            int d = c.HiddenSize, up = c.Architecture == EncoderArchitecture.MosaicBert ? 2 * c.IntermediateSize : c.IntermediateSize;
+            DHidden = Own(backend.Allocate(tokens, d));
+            DSum = Own(backend.Allocate(tokens, d));
+            DX1 = Own(backend.Allocate(tokens, d));
+            DTemp = Own(backend.Allocate(tokens, d));
+            DAct = Own(backend.Allocate(tokens, c.IntermediateSize));
+            DUp = Own(backend.Allocate(tokens, up));
+            DContext = Own(backend.Allocate(tokens, d));
+            DQkv = Own(backend.Allocate(tokens, 3 * d));
+        }
+
+        private Tensor Own(Tensor t)
+        {
+            _owned.Add(t);
+            return t;
+        }
+
+        public int Capacity { get; }
+        public long Bytes => _owned.Sum(t => t.Length * 4) + (_head?.Bytes ?? 0) + (_classifier?.Bytes ?? 0);
+        public Tensor DHidden { get; }
+        public Tensor DSum { get; }
+        public Tensor DX1 { get; }
+        public Tensor DTemp { get; }
+        public Tensor DAct { get; }
+        public Tensor DUp { get; }
+        public Tensor DContext { get; }
+        public Tensor DQkv { get; }
+
+        public HeadGradients Head(Backend backend, int k, MosaicBertConfig c)
+        {
+            if (_head is null || _head.Capacity < k)
+            {
+                _head?.Dispose();
+                _head = new HeadGradients(backend, c, Math.Max(k, _head?.Capacity ?? 0));
+            }
+            return _head.Bind(k);
+        }
+
+        public ClassifierGradients Classifier(Backend backend, MosaicBertConfig c, int b)
+        {
+            if (_classifier is null || _classifier.Capacity < b)
+            {
+                _classifier?.Dispose();
+                _classifier = new ClassifierGradients(backend, c, Math.Max(b, _classifier?.Capacity ?? 0));
+            }
+            return _classifier.Bind(b);
+        }
+
+        public void Dispose()
+        {
+            foreach (var t in _owned) t.Dispose();
+            _head?.Dispose();
+            _classifier?.Dispose();
+        }
+    }
+
+    private sealed class HeadGradients : IDisposable
+    {
+        private readonly Tensor _labels, _losses, _dLogits, _dTransform, _dAct, _dPre, _dSelected;
+
+        public HeadGradients(Backend backend, MosaicBertConfig c, int capacity)
+        {
+            Capacity = capacity;
+            _labels = backend.Allocate(DType.Int32, capacity);
+            _losses = backend.Allocate(capacity);
+            _dLogits = backend.Allocate(capacity, c.VocabSize);
+            _dTransform = backend.Allocate(capacity, c.HiddenSize);
+            _dAct = backend.Allocate(capacity, c.HiddenSize);
+            _dPre = backend.Allocate(capacity, c.HiddenSize);
+            _dSelected = backend.Allocate(capacity, c.HiddenSize);
+        }
+
+        public int Capacity { get; }
+        public Tensor Labels { get; private set; } = null!;
+        public Tensor Losses { get; private set; } = null!;
+        public Tensor DLogits { get; private set; } = null!;
+        public Tensor DTransform { get; private set; } = null!;
+        public Tensor DAct { get; private set; } = null!;
+        public Tensor DPre { get; private set; } = null!;
+        public Tensor DSelected { get; private set; } = null!;
+
+        public long Bytes => new[] { _labels, _losses, _dLogits, _dTransform, _dAct, _dPre, _dSelected }.Sum(t => t.Length * 4);
+
+        public HeadGradients Bind(int k)
+        {
+            Labels = _labels.Rows(0, k);
+            Losses = _losses.Rows(0, k);
+            DLogits = _dLogits.Rows(0, k);
+            DTransform = _dTransform.Rows(0, k);
+            DAct = _dAct.Rows(0, k);
+            DPre = _dPre.Rows(0, k);
+            DSelected = _dSelected.Rows(0, k);
+            return this;
+        }
+
+        public void Dispose()
+        {
+            foreach (var t in new[] { _labels, _losses, _dLogits, _dTransform, _dAct, _dPre, _dSelected }) t.Dispose();
+        }
+    }
+
+    private sealed class ClassifierGradients : IDisposable
+    {
+        private readonly Tensor _labels, _targets, _losses, _dLogits, _dPooled, _dPre, _dCls;
+
+        public ClassifierGradients(Backend backend, MosaicBertConfig c, int capacity)
+        {
+            Capacity = capacity;
+            _labels = backend.Allocate(DType.Int32, capacity);
+            _targets = backend.Allocate(capacity);
+            _losses = backend.Allocate(capacity);
+            _dLogits = backend.Allocate(capacity, c.NumLabels);
+            _dPooled = backend.Allocate(capacity, c.HiddenSize);
+            _dPre = backend.Allocate(capacity, c.HiddenSize);
+            _dCls = backend.Allocate(capacity, c.HiddenSize);
+        }
+
+        public int Capacity { get; }
+        public Tensor Labels { get; private set; } = null!;
+        public Tensor Targets { get; private set; } = null!;
+        public Tensor Losses { get; private set; } = null!;
+        public Tensor DLogits { get; private set; } = null!;
+        public Tensor DPooled { get; private set; } = null!;
+        public Tensor DPre { get; private set; } = null!;
+        public Tensor DCls { get; private set; } = null!;
+
+        public long Bytes => new[] { _labels, _targets, _losses, _dLogits, _dPooled, _dPre, _dCls }.Sum(t => t.Length * 4);
+
+        public ClassifierGradients Bind(int b)
+        {
+            Labels = _labels.Rows(0, b);
+            Targets = _targets.Rows(0, b);
+            Losses = _losses.Rows(0, b);
+            DLogits = _dLogits.Rows(0, b);
+            DPooled = _dPooled.Rows(0, b);
+            DPre = _dPre.Rows(0, b);
+            DCls = _dCls.Rows(0, b);
+            return this;
+        }
+
+        public void Dispose()
+        {
+            foreach (var t in new[] { _labels, _targets, _losses, _dLogits, _dPooled, _dPre, _dCls }) t.Dispose();
+        }
+    }
+}
