@@ -6,18 +6,18 @@ namespace MosaicBert.Tensors.Cpu;
 public sealed partial class CpuBackend
 {
     private float[] _attentionDelta = [];
+    [ThreadStatic] private static float[]? t_dScores;
 
     /// <inheritdoc/>
     /// <remarks>
     /// FlashAttention-2's backward on the CPU, never storing S×S. First D_i = dO_i·O_i per query and head (a scratch of
     /// N×H floats). Then each (sequence, head) pair is owned by one thread, which zeroes its slices of dQ, dK, dV and,
-    /// for each tile of 64 keys j and every query i of the sequence, recomputes
-    /// s_ij = scale·q_i·k_j − slope_h·|pos_i − pos_j| and P_ij = exp(s_ij − lse_i), and accumulates
-    /// dV_j += P_ij·dO_i, dS_ij = P_ij·(dO_i·V_j − D_i), dK_j += scale·dS_ij·q_i, dQ_i += scale·dS_ij·k_j
-    /// straight into dQkv. Nothing is shared between pairs and every sum runs in a fixed order, so the result is
-    /// bitwise the same on any thread count. Working set per thread: the tile's K, V, dK, dV rows plus one query's.
+    /// for each tile of 64 keys and each block of 64 queries, recomputes P = exp(scale·Q·Kᵀ − slope·|Δpos| − lse) and
+    /// accumulates with the GEMM: dV += Pᵀ·dO, dP = dO·Vᵀ, dS = scale·P ⊙ (dP − D), dQ += dS·K, dK += dSᵀ·Q, straight
+    /// into dQkv. Nothing is shared between pairs and every sum runs in a fixed order, so the result is bitwise the
+    /// same on any thread count. Working set per thread: two 64×64 tiles.
     /// </remarks>
-    public override void AttentionBackward(Tensor qkv, Tensor cuSeqlens, Tensor positions, Tensor slopes, float scale,
+    public override unsafe void AttentionBackward(Tensor qkv, Tensor cuSeqlens, Tensor positions, Tensor slopes, float scale,
         Tensor context, Tensor logSumExp, Tensor dContext, Tensor dQkv)
     {
         Check(qkv, nameof(qkv), DType.Float32);
@@ -83,27 +83,45 @@ public sealed partial class CpuBackend
                 Array.Clear(dq, row + kOff, dh);
                 Array.Clear(dq, row + vOff, dh);
             }
-            for (int j0 = s0; j0 < s1; j0 += KeyTile)
+            var probs = t_scores ??= new float[QueryBlock * KeyTile];
+            var dScores = t_dScores ??= new float[QueryBlock * KeyTile];
+            fixed (float* qp = q, gp = go, dqp = dq, pp = probs, dsp = dScores)
             {
-                int j1 = Math.Min(s1, j0 + KeyTile);
-                for (int i = s0; i < s1; i++)
+                for (int j0 = s0; j0 < s1; j0 += KeyTile)
                 {
-                    ref float qi = ref q[qo + i * threeD + qOff];
-                    ref float doi = ref go[goo + i * d + h * dh];
-                    ref float dqi = ref dq[dqo + i * threeD + qOff];
-                    float lseI = lse[lo + i * heads + h], deltaI = delta[i * heads + h];
-                    int posI = pos[po + i];
-                    for (int j = j0; j < j1; j++)
+                    int nk = Math.Min(KeyTile, s1 - j0);
+                    float* kBase = qp + qo + (long)j0 * threeD + kOff, vBase = qp + qo + (long)j0 * threeD + vOff;
+                    float* dkBase = dqp + dqo + (long)j0 * threeD + kOff, dvBase = dqp + dqo + (long)j0 * threeD + vOff;
+                    for (int i0 = s0; i0 < s1; i0 += QueryBlock)
                     {
-                        int kRow = qo + j * threeD, dkRow = dqo + j * threeD;
-                        ref float kj = ref q[kRow + kOff];
-                        ref float vj = ref q[kRow + vOff];
-                        float qk = Dot2(ref qi, ref kj, ref doi, ref vj, dh, out float dp);
-                        float s = scale * qk - slope * Math.Abs(posI - pos[po + j]);
-                        float p = MathF.Exp(s - lseI);
-                        if (p == 0) continue; // contributes exactly nothing
-                        float ds = scale * (p * (dp - deltaI));
-                        PairUpdate(ref doi, ref qi, ref kj, ref dq[dkRow + vOff], ref dq[dkRow + kOff], ref dqi, p, ds, dh);
+                        int mq = Math.Min(QueryBlock, s1 - i0);
+                        float* qBase = qp + qo + (long)i0 * threeD + qOff, dqBase = dqp + dqo + (long)i0 * threeD + qOff;
+                        float* doBase = gp + goo + (long)i0 * d + h * dh;
+                        // P = exp(scale·Q·Kᵀ − slope·|Δpos| − lse)
+                        Gemm.Sgemm(false, true, mq, nk, dh, scale, qBase, threeD, kBase, threeD, 0, pp, KeyTile, 1);
+                        for (int r = 0; r < mq; r++)
+                        {
+                            var row = probs.AsSpan(r * KeyTile, nk);
+                            int pi = pos[po + i0 + r];
+                            if (slope != 0)
+                                for (int j = 0; j < nk; j++) row[j] -= slope * Math.Abs(pi - pos[po + j0 + j]);
+                            System.Numerics.Tensors.TensorPrimitives.Subtract(row, lse[lo + (i0 + r) * heads + h], row);
+                            System.Numerics.Tensors.TensorPrimitives.Exp(row, row);
+                        }
+                        // dV += Pᵀ·dO;  dP = dO·Vᵀ
+                        Gemm.Sgemm(true, false, nk, dh, mq, 1, pp, KeyTile, doBase, d, 1, dvBase, threeD, 1);
+                        Gemm.Sgemm(false, true, mq, nk, dh, 1, doBase, d, vBase, threeD, 0, dsp, KeyTile, 1);
+                        // dS = scale·P ⊙ (dP − D)
+                        for (int r = 0; r < mq; r++)
+                        {
+                            var ds = dScores.AsSpan(r * KeyTile, nk);
+                            System.Numerics.Tensors.TensorPrimitives.Subtract(ds, delta[(i0 + r) * heads + h], ds);
+                            System.Numerics.Tensors.TensorPrimitives.Multiply(ds, probs.AsSpan(r * KeyTile, nk), ds);
+                            System.Numerics.Tensors.TensorPrimitives.Multiply(ds, scale, ds);
+                        }
+                        // dQ += dS·K;  dK += dSᵀ·Q
+                        Gemm.Sgemm(false, false, mq, dh, nk, 1, dsp, KeyTile, kBase, threeD, 1, dqBase, threeD, 1);
+                        Gemm.Sgemm(true, false, nk, dh, mq, 1, dsp, KeyTile, qBase, threeD, 1, dkBase, threeD, 1);
                     }
                 }
             }
