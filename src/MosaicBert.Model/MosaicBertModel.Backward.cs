@@ -237,25 +237,11 @@ public sealed partial class MosaicBertModel
         public Tensor DContext { get; }
         public Tensor DQkv { get; }
 
-        public HeadGradients Head(Backend backend, int k, MosaicBertConfig c)
-        {
-            if (_head is null || _head.Capacity < k)
-            {
-                _head?.Dispose();
-                _head = new HeadGradients(backend, c, Math.Max(k, _head?.Capacity ?? 0));
-            }
-            return _head.Bind(k);
-        }
+        public HeadGradients Head(Backend backend, int k, MosaicBertConfig c) =>
+            RowBufferSet.Ensure(ref _head, k, cap => new HeadGradients(backend, c, cap)).Bind(k);
 
-        public ClassifierGradients Classifier(Backend backend, MosaicBertConfig c, int b)
-        {
-            if (_classifier is null || _classifier.Capacity < b)
-            {
-                _classifier?.Dispose();
-                _classifier = new ClassifierGradients(backend, c, Math.Max(b, _classifier?.Capacity ?? 0));
-            }
-            return _classifier.Bind(b);
-        }
+        public ClassifierGradients Classifier(Backend backend, MosaicBertConfig c, int b) =>
+            RowBufferSet.Ensure(ref _classifier, b, cap => new ClassifierGradients(backend, c, cap)).Bind(b);
 
         public void Dispose()
         {
@@ -265,93 +251,46 @@ public sealed partial class MosaicBertModel
         }
     }
 
-    private sealed class HeadGradients : IDisposable
+    private sealed class HeadGradients(Backend backend, MosaicBertConfig c, int capacity) : RowBufferSet(capacity,
+    [
+        backend.Allocate(DType.Int32, capacity), backend.Allocate(capacity), backend.Allocate(capacity, c.VocabSize),
+        backend.Allocate(capacity, c.HiddenSize), backend.Allocate(capacity, c.HiddenSize), backend.Allocate(capacity, c.HiddenSize),
+        backend.Allocate(capacity, c.HiddenSize),
+    ])
     {
-        private readonly Tensor _labels, _losses, _dLogits, _dTransform, _dAct, _dPre, _dSelected;
-
-        public HeadGradients(Backend backend, MosaicBertConfig c, int capacity)
-        {
-            Capacity = capacity;
-            _labels = backend.Allocate(DType.Int32, capacity);
-            _losses = backend.Allocate(capacity);
-            _dLogits = backend.Allocate(capacity, c.VocabSize);
-            _dTransform = backend.Allocate(capacity, c.HiddenSize);
-            _dAct = backend.Allocate(capacity, c.HiddenSize);
-            _dPre = backend.Allocate(capacity, c.HiddenSize);
-            _dSelected = backend.Allocate(capacity, c.HiddenSize);
-        }
-
-        public int Capacity { get; }
-        public Tensor Labels { get; private set; } = null!;
-        public Tensor Losses { get; private set; } = null!;
-        public Tensor DLogits { get; private set; } = null!;
-        public Tensor DTransform { get; private set; } = null!;
-        public Tensor DAct { get; private set; } = null!;
-        public Tensor DPre { get; private set; } = null!;
-        public Tensor DSelected { get; private set; } = null!;
-
-        public long Bytes => new[] { _labels, _losses, _dLogits, _dTransform, _dAct, _dPre, _dSelected }.Sum(t => t.Length * 4);
+        public Tensor Labels => View(0);
+        public Tensor Losses => View(1);
+        public Tensor DLogits => View(2);
+        public Tensor DTransform => View(3);
+        public Tensor DAct => View(4);
+        public Tensor DPre => View(5);
+        public Tensor DSelected => View(6);
 
         public HeadGradients Bind(int k)
         {
-            Labels = _labels.Rows(0, k);
-            Losses = _losses.Rows(0, k);
-            DLogits = _dLogits.Rows(0, k);
-            DTransform = _dTransform.Rows(0, k);
-            DAct = _dAct.Rows(0, k);
-            DPre = _dPre.Rows(0, k);
-            DSelected = _dSelected.Rows(0, k);
+            BindRows(k);
             return this;
-        }
-
-        public void Dispose()
-        {
-            foreach (var t in new[] { _labels, _losses, _dLogits, _dTransform, _dAct, _dPre, _dSelected }) t.Dispose();
         }
     }
 
-    private sealed class ClassifierGradients : IDisposable
+    private sealed class ClassifierGradients(Backend backend, MosaicBertConfig c, int capacity) : RowBufferSet(capacity,
+    [
+        backend.Allocate(DType.Int32, capacity), backend.Allocate(capacity), backend.Allocate(capacity), backend.Allocate(capacity, c.NumLabels),
+        backend.Allocate(capacity, c.HiddenSize), backend.Allocate(capacity, c.HiddenSize), backend.Allocate(capacity, c.HiddenSize),
+    ])
     {
-        private readonly Tensor _labels, _targets, _losses, _dLogits, _dPooled, _dPre, _dCls;
-
-        public ClassifierGradients(Backend backend, MosaicBertConfig c, int capacity)
-        {
-            Capacity = capacity;
-            _labels = backend.Allocate(DType.Int32, capacity);
-            _targets = backend.Allocate(capacity);
-            _losses = backend.Allocate(capacity);
-            _dLogits = backend.Allocate(capacity, c.NumLabels);
-            _dPooled = backend.Allocate(capacity, c.HiddenSize);
-            _dPre = backend.Allocate(capacity, c.HiddenSize);
-            _dCls = backend.Allocate(capacity, c.HiddenSize);
-        }
-
-        public int Capacity { get; }
-        public Tensor Labels { get; private set; } = null!;
-        public Tensor Targets { get; private set; } = null!;
-        public Tensor Losses { get; private set; } = null!;
-        public Tensor DLogits { get; private set; } = null!;
-        public Tensor DPooled { get; private set; } = null!;
-        public Tensor DPre { get; private set; } = null!;
-        public Tensor DCls { get; private set; } = null!;
-
-        public long Bytes => new[] { _labels, _targets, _losses, _dLogits, _dPooled, _dPre, _dCls }.Sum(t => t.Length * 4);
+        public Tensor Labels => View(0);
+        public Tensor Targets => View(1);
+        public Tensor Losses => View(2);
+        public Tensor DLogits => View(3);
+        public Tensor DPooled => View(4);
+        public Tensor DPre => View(5);
+        public Tensor DCls => View(6);
 
         public ClassifierGradients Bind(int b)
         {
-            Labels = _labels.Rows(0, b);
-            Targets = _targets.Rows(0, b);
-            Losses = _losses.Rows(0, b);
-            DLogits = _dLogits.Rows(0, b);
-            DPooled = _dPooled.Rows(0, b);
-            DPre = _dPre.Rows(0, b);
-            DCls = _dCls.Rows(0, b);
+            BindRows(b);
             return this;
-        }
-
-        public void Dispose()
-        {
-            foreach (var t in new[] { _labels, _targets, _losses, _dLogits, _dPooled, _dPre, _dCls }) t.Dispose();
         }
     }
 }

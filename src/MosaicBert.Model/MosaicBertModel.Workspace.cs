@@ -95,24 +95,12 @@ public sealed partial class MosaicBertModel
             EmbeddingMask = _embMask.Rows(0, n);
             Hidden = [.. _hidden.Select(h => h.Rows(0, n))];
             Layers = [.. _layers.Select(l => l.Rows(n))];
-            if (_classifier is null || _classifier.Capacity < b)
-            {
-                _classifier?.Dispose();
-                _classifier = new ClassifierBuffers(backend, c, Math.Max(b, CapacitySequences));
-            }
-            _classifier.Bind(backend, batch);
+            RowBufferSet.Ensure(ref _classifier, Math.Max(b, CapacitySequences), cap => new ClassifierBuffers(backend, c, cap)).Bind(backend, batch);
         }
 
         /// <summary>MLM head buffers for k rows (grown on demand, kept).</summary>
-        public HeadBuffers Head(Backend backend, int k, MosaicBertConfig c)
-        {
-            if (_head is null || _head.Capacity < k)
-            {
-                _head?.Dispose();
-                _head = new HeadBuffers(backend, c, Math.Max(k, _head?.Capacity ?? 0));
-            }
-            return _head.Bind(k);
-        }
+        public HeadBuffers Head(Backend backend, int k, MosaicBertConfig c) =>
+            RowBufferSet.Ensure(ref _head, k, cap => new HeadBuffers(backend, c, cap)).Bind(k);
 
         public void Dispose()
         {
@@ -134,100 +122,93 @@ public sealed partial class MosaicBertModel
             Down.Rows(0, n), Sum2.Rows(0, n), Mean2.Rows(0, n), Rstd2.Rows(0, n), Mask1.Rows(0, n), Mask2.Rows(0, n));
     }
 
-    /// <summary>MLM head activations for k selected rows.</summary>
-    private sealed class HeadBuffers : IDisposable
+    /// <summary>
+    /// Tensors whose first dimension is a row capacity (masked tokens, sequences), allocated once; each batch binds
+    /// views of its first rows. Subclasses give the members names.
+    /// </summary>
+    private abstract class RowBufferSet : IDisposable
     {
-        private readonly Tensor _rows, _selected, _pre, _act, _transform, _mean, _rstd, _logits;
+        private readonly Tensor[] _full;
+        private readonly Tensor[] _views;
 
-        public HeadBuffers(Backend backend, MosaicBertConfig c, int capacity)
+        protected RowBufferSet(int capacity, Tensor[] full)
         {
             Capacity = capacity;
-            int d = c.HiddenSize;
-            _rows = backend.Allocate(DType.Int32, capacity);
-            _selected = backend.Allocate(capacity, d);
-            _pre = backend.Allocate(capacity, d);
-            _act = backend.Allocate(capacity, d);
-            _transform = backend.Allocate(capacity, d);
-            _mean = backend.Allocate(capacity);
-            _rstd = backend.Allocate(capacity);
-            _logits = backend.Allocate(capacity, c.VocabSize);
+            _full = full;
+            _views = (Tensor[])full.Clone();
         }
 
         public int Capacity { get; }
-        public Tensor Rows { get; private set; } = null!;
-        public Tensor Selected { get; private set; } = null!;
-        public Tensor TransformPre { get; private set; } = null!;
-        public Tensor TransformAct { get; private set; } = null!;
-        public Tensor Transform { get; private set; } = null!;
-        public Tensor Mean { get; private set; } = null!;
-        public Tensor Rstd { get; private set; } = null!;
-        public Tensor Logits { get; private set; } = null!;
+        public long Bytes => _full.Sum(t => t.Length * 4);
+        protected Tensor View(int i) => _views[i];
 
-        public long Bytes => new[] { _rows, _selected, _pre, _act, _transform, _mean, _rstd, _logits }.Sum(t => t.Length * 4);
-
-        public HeadBuffers Bind(int k)
+        protected void BindRows(int rows)
         {
-            Rows = _rows.Rows(0, k);
-            Selected = _selected.Rows(0, k);
-            TransformPre = _pre.Rows(0, k);
-            TransformAct = _act.Rows(0, k);
-            Transform = _transform.Rows(0, k);
-            Mean = _mean.Rows(0, k);
-            Rstd = _rstd.Rows(0, k);
-            Logits = _logits.Rows(0, k);
-            return this;
+            for (int i = 0; i < _full.Length; i++) _views[i] = _full[i].Rows(0, rows);
         }
 
         public void Dispose()
         {
-            foreach (var t in new[] { _rows, _selected, _pre, _act, _transform, _mean, _rstd, _logits }) t.Dispose();
+            foreach (var t in _full) t.Dispose();
+        }
+
+        /// <summary>Keeps <paramref name="set"/> when it has room for <paramref name="rows"/>, else replaces it with a larger one.</summary>
+        public static T Ensure<T>(ref T? set, int rows, Func<int, T> create) where T : RowBufferSet
+        {
+            if (set is null || set.Capacity < rows)
+            {
+                int capacity = Math.Max(rows, set?.Capacity ?? 0);
+                set?.Dispose();
+                set = create(capacity);
+            }
+            return set;
+        }
+    }
+
+    /// <summary>MLM head activations for k selected rows.</summary>
+    private sealed class HeadBuffers(Backend backend, MosaicBertConfig c, int capacity) : RowBufferSet(capacity,
+    [
+        backend.Allocate(DType.Int32, capacity), backend.Allocate(capacity, c.HiddenSize), backend.Allocate(capacity, c.HiddenSize),
+        backend.Allocate(capacity, c.HiddenSize), backend.Allocate(capacity, c.HiddenSize), backend.Allocate(capacity),
+        backend.Allocate(capacity), backend.Allocate(capacity, c.VocabSize),
+    ])
+    {
+        public Tensor Rows => View(0);
+        public Tensor Selected => View(1);
+        public Tensor TransformPre => View(2);
+        public Tensor TransformAct => View(3);
+        public Tensor Transform => View(4);
+        public Tensor Mean => View(5);
+        public Tensor Rstd => View(6);
+        public Tensor Logits => View(7);
+
+        public HeadBuffers Bind(int k)
+        {
+            BindRows(k);
+            return this;
         }
     }
 
     /// <summary>Pooler and classifier activations for B sequences.</summary>
-    private sealed class ClassifierBuffers : IDisposable
+    private sealed class ClassifierBuffers(Backend backend, MosaicBertConfig c, int capacity) : RowBufferSet(capacity,
+    [
+        backend.Allocate(DType.Int32, capacity), backend.Allocate(capacity, c.HiddenSize), backend.Allocate(capacity, c.HiddenSize),
+        backend.Allocate(capacity, c.HiddenSize), backend.Allocate(capacity, c.HiddenSize), backend.Allocate(capacity, c.HiddenSize),
+        backend.Allocate(capacity, c.NumLabels),
+    ])
     {
-        private readonly Tensor _first, _cls, _pre, _pooled, _pooledDropped, _mask, _logits;
-
-        public ClassifierBuffers(Backend backend, MosaicBertConfig c, int capacity)
-        {
-            Capacity = capacity;
-            _first = backend.Allocate(DType.Int32, capacity);
-            _cls = backend.Allocate(capacity, c.HiddenSize);
-            _pre = backend.Allocate(capacity, c.HiddenSize);
-            _pooled = backend.Allocate(capacity, c.HiddenSize);
-            _pooledDropped = backend.Allocate(capacity, c.HiddenSize);
-            _mask = backend.Allocate(capacity, c.HiddenSize);
-            _logits = backend.Allocate(capacity, c.NumLabels);
-        }
-
-        public int Capacity { get; }
-        public Tensor FirstTokens { get; private set; } = null!;
-        public Tensor Cls { get; private set; } = null!;
-        public Tensor PooledPre { get; private set; } = null!;
-        public Tensor Pooled { get; private set; } = null!;
-        public Tensor PooledDropped { get; private set; } = null!;
-        public Tensor Mask { get; private set; } = null!;
-        public Tensor Logits { get; private set; } = null!;
-
-        public long Bytes => new[] { _first, _cls, _pre, _pooled, _pooledDropped, _mask, _logits }.Sum(t => t.Length * 4);
+        public Tensor FirstTokens => View(0);
+        public Tensor Cls => View(1);
+        public Tensor PooledPre => View(2);
+        public Tensor Pooled => View(3);
+        public Tensor PooledDropped => View(4);
+        public Tensor Mask => View(5);
+        public Tensor Logits => View(6);
 
         public void Bind(Backend backend, EncoderBatch batch)
         {
-            int b = batch.BatchSize;
-            FirstTokens = _first.Rows(0, b);
+            BindRows(batch.BatchSize);
             backend.Upload(batch.FirstTokens, FirstTokens);
-            Cls = _cls.Rows(0, b);
-            PooledPre = _pre.Rows(0, b);
-            Pooled = _pooled.Rows(0, b);
-            PooledDropped = _pooledDropped.Rows(0, b);
-            Mask = _mask.Rows(0, b);
-            Logits = _logits.Rows(0, b);
-        }
-
-        public void Dispose()
-        {
-            foreach (var t in new[] { _first, _cls, _pre, _pooled, _pooledDropped, _mask, _logits }) t.Dispose();
         }
     }
 }

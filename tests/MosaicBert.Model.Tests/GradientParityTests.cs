@@ -16,7 +16,9 @@ public sealed class GradientParityTests
 {
     private const double GradientTolerance = 3e-5;
 
-    private static (MosaicBertModel Model, EncoderBatch Batch, SafeTensorsFile Reference) Load(string name, ModelHeads heads, string? head = null)
+    /// <summary>A model with the reference parameters of numerics/NAME.f64 (and the classifier of head "cls2." or
+    /// "reg." when given), and the reference batch.</summary>
+    internal static (MosaicBertModel Model, EncoderBatch Batch, SafeTensorsFile Reference) Load(string name, ModelHeads heads, string? head = null)
     {
         var reference = SafeTensorsFile.Open(SharedData.Fixture($"numerics/{name}.f64.safetensors"));
         var cfg = ReferenceConfig(reference, head == "reg." ? 1 : 2);

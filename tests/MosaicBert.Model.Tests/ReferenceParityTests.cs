@@ -16,8 +16,6 @@ public sealed class ReferenceParityTests
 
     public static TheoryData<string> Models => new() { "mosaic-h4", "mosaic-h3", "bert" };
 
-    private static string Numerics(string model) => SharedData.Fixture($"numerics/{model}.f64.safetensors");
-
     private sealed record Loaded(MosaicBertModel Model, EncoderBatch Batch, SafeTensorsFile Reference) : IDisposable
     {
         public void Dispose()
@@ -29,36 +27,9 @@ public sealed class ReferenceParityTests
 
     private static Loaded Load(string name, ModelHeads heads, string? classifierPrefix = null)
     {
-        var reference = SafeTensorsFile.Open(Numerics(name));
-        var config = System.Text.Json.JsonDocument.Parse(reference.Metadata["config"]).RootElement;
-        var cfg = new MosaicBertConfig
-        {
-            Architecture = config.GetProperty("classic").GetBoolean() ? EncoderArchitecture.Bert : EncoderArchitecture.MosaicBert,
-            VocabSize = config.GetProperty("vocab_size").GetInt32(),
-            HiddenSize = config.GetProperty("hidden_size").GetInt32(),
-            NumHiddenLayers = config.GetProperty("num_hidden_layers").GetInt32(),
-            NumAttentionHeads = config.GetProperty("num_attention_heads").GetInt32(),
-            IntermediateSize = config.GetProperty("intermediate_size").GetInt32(),
-            TypeVocabSize = config.GetProperty("type_vocab_size").GetInt32(),
-            MaxPositionEmbeddings = config.GetProperty("max_position_embeddings").GetInt32(),
-            LayerNormEps = (float)config.GetProperty("layer_norm_eps").GetDouble(),
-            NumLabels = classifierPrefix == "reg." ? 1 : 2,
-        };
-        var model = new MosaicBertModel(cfg, heads, new CpuBackend(threads: 2));
-        PretrainedModel.LoadWeights(model, reference, allowMissingHeads: true, namePrefix: "param.");
-        if (classifierPrefix is not null)
-        {
-            model.SetParameter("classifier.weight", reference.ReadFloat32(classifierPrefix + "param.classifier.weight"));
-            model.SetParameter("classifier.bias", reference.ReadFloat32(classifierPrefix + "param.classifier.bias"));
-        }
-        var ids = Ints(reference, "input.input_ids");
-        int b = (int)reference.GetInfo("input.input_ids").Shape[0], s = (int)reference.GetInfo("input.input_ids").Shape[1];
-        var batch = new EncoderBatch(ids, Ints(reference, "input.token_type_ids"), Ints(reference, "input.attention_mask"), b, s,
-            Ints(reference, "input.mlm_labels"));
+        var (model, batch, reference) = GradientParityTests.Load(name, heads, classifierPrefix);
         return new Loaded(model, batch, reference);
     }
-
-    private static int[] Ints(ICheckpointTensors t, string name) => [.. t.ReadInt64(name).Select(x => (int)x)];
 
     private static void Compare(string what, double[] expected, float[] actual, double tolerance)
     {
