@@ -1,0 +1,141 @@
+using Microsoft.Extensions.Configuration;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
+
+namespace MosaicBert.Pretraining;
+
+/// <summary>
+/// The pretraining program on Microsoft.Extensions.Hosting: options from appsettings.json, environment variables
+/// (prefix <c>MOSAICBERT_</c>) and the command line, validated at start (unknown keys are errors), and the training
+/// loop in a <see cref="BackgroundService"/>. Ctrl+C / SIGTERM finish the step, write a checkpoint and exit 0.
+/// </summary>
+public static class PretrainingHost
+{
+    /// <summary>
+    /// Builds the host. Command-line options may be written as <c>--MaxSteps 100</c> (short form, mapped into the
+    /// "Pretraining" section) or <c>--Pretraining:MaxSteps 100</c>; arrays as <c>--Corpus:0 a --Corpus:1 b</c> or
+    /// repeated <c>--Corpus a --Corpus b</c>.
+    /// </summary>
+    public static IHost Build(string[] args, Action<IServiceCollection>? configure = null)
+    {
+        var builder = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings { Args = [], ContentRootPath = Directory.GetCurrentDirectory() });
+        builder.Configuration.AddEnvironmentVariables("MOSAICBERT_");
+        builder.Configuration.AddInMemoryCollection(ShortForms(args));
+        builder.Services.AddOptions<PretrainingOptions>()
+            .Bind(builder.Configuration.GetSection(PretrainingOptions.Section), b => b.ErrorOnUnknownConfiguration = true)
+            .ValidateOnStart();
+        builder.Services.AddSingleton<IValidateOptions<PretrainingOptions>, PretrainingOptionsValidator>();
+        builder.Services.AddSingleton<PretrainingService>();
+        builder.Services.AddHostedService(sp => sp.GetRequiredService<PretrainingService>());
+        builder.Services.Configure<HostOptions>(h => h.ShutdownTimeout = TimeSpan.FromMinutes(10)); // let the step and checkpoint finish
+        configure?.Invoke(builder.Services);
+        return builder.Build();
+    }
+
+    /// <summary>Maps <c>--Key value</c> pairs to configuration keys under the Pretraining section.</summary>
+    internal static Dictionary<string, string?> ShortForms(string[] args)
+    {
+        var values = new Dictionary<string, string?>(StringComparer.OrdinalIgnoreCase);
+        var arrayIndex = new Dictionary<string, int>(StringComparer.OrdinalIgnoreCase);
+        for (int i = 0; i < args.Length; i++)
+        {
+            var arg = args[i];
+            if (!arg.StartsWith("--", StringComparison.Ordinal))
+                throw new ArgumentException($"Expected an option such as --MaxSteps, got '{arg}'.");
+            string key = arg[2..], value;
+            int eq = key.IndexOf('=');
+            if (eq >= 0)
+            {
+                value = key[(eq + 1)..];
+                key = key[..eq];
+            }
+            else
+            {
+                if (i + 1 >= args.Length) throw new ArgumentException($"Option --{key} needs a value.");
+                value = args[++i];
+            }
+            if (!key.Contains(':')) key = PretrainingOptions.Section + ":" + key;
+            if (key.Equals(PretrainingOptions.Section + ":Corpus", StringComparison.OrdinalIgnoreCase))
+            {
+                int n = arrayIndex.TryGetValue(key, out var c) ? c : 0;
+                arrayIndex[key] = n + 1;
+                key += ":" + n;
+            }
+            values[key] = value;
+        }
+        return values;
+    }
+
+    /// <summary>Runs the host; returns the exit code (0 on success or after a requested stop, 1 on bad options or
+    /// input, with the reasons logged).</summary>
+    public static async Task<int> RunAsync(string[] args, CancellationToken cancellationToken = default)
+    {
+        IHost host;
+        try
+        {
+            host = Build(args);
+        }
+        catch (ArgumentException e)
+        {
+            Console.Error.WriteLine($"error: {e.Message}");
+            return 2;
+        }
+        using (host)
+        {
+            try
+            {
+                await host.RunAsync(cancellationToken);
+            }
+            catch (OptionsValidationException e)
+            {
+                foreach (var failure in e.Failures) Console.Error.WriteLine($"error: {failure}");
+                return 1;
+            }
+            catch (InvalidOperationException e) when (e.Message.Contains("configuration", StringComparison.OrdinalIgnoreCase))
+            {
+                Console.Error.WriteLine($"error: {e.Message}");
+                return 1;
+            }
+            return host.Services.GetRequiredService<PretrainingService>().ExitCode;
+        }
+    }
+}
+
+/// <summary>Runs <see cref="PretrainingRunner"/> and stops the application when training ends.</summary>
+public sealed class PretrainingService(IOptions<PretrainingOptions> options, ILogger<PretrainingService> logger,
+    IHostApplicationLifetime lifetime, IPretrainingDataFactory dataFactory) : BackgroundService
+{
+    /// <summary>0 when training finished or stopped on request; 1 when it failed (the error is logged).</summary>
+    public int ExitCode { get; private set; }
+
+    /// <inheritdoc/>
+    protected override Task ExecuteAsync(CancellationToken stoppingToken) => Task.Run(() =>
+    {
+        try
+        {
+            var o = options.Value;
+            logger.LogInformation("Pretraining {Preset} on {Corpus}, output {Output}", o.Preset, string.Join(", ", o.Corpus), o.OutputDir);
+            var (model, train, eval) = dataFactory.Create(o, logger);
+            using (model)
+                new PretrainingRunner(o, logger).Run(model, train, eval, null, stoppingToken);
+        }
+        catch (Exception e) when (e is not OperationCanceledException)
+        {
+            logger.LogError("{Message}", e.Message);
+            ExitCode = 1;
+        }
+        finally
+        {
+            lifetime.StopApplication();
+        }
+    }, CancellationToken.None);
+}
+
+/// <summary>Creates the model and the data of a run from its options (the tokenizer, token cache and masking).</summary>
+public interface IPretrainingDataFactory
+{
+    /// <summary>Model (fresh initialisation), training batch source and evaluation batches.</summary>
+    (MosaicBert.Model.MosaicBertModel Model, IMlmBatchSource Train, IReadOnlyList<MlmBatch> Eval) Create(PretrainingOptions options, ILogger logger);
+}
