@@ -67,6 +67,7 @@ internal static class CliApp
         var root = new RootCommand("MosaicBERT tools: tokenization (Hugging Face parity), vocabulary training, model inference.");
         root.Subcommands.Add(BuildTokenizeCommand(stdin, stdout, stderr, cancellationToken));
         root.Subcommands.Add(BuildForwardCommand(stderr));
+        root.Subcommands.Add(BuildPretrainCommand(cancellationToken));
         var vocab = new Command("vocab", "Work with WordPiece vocabularies (vocab.txt).");
         vocab.Subcommands.Add(BuildTrainCommand(stdoutText, stderr, cancellationToken));
         root.Subcommands.Add(vocab);
@@ -129,6 +130,20 @@ internal static class CliApp
         };
         command.SetAction(parseResult => ForwardCommand.Run(parseResult.GetRequiredValue(model), parseResult.GetRequiredValue(input),
             parseResult.GetRequiredValue(output), parseResult.GetValue(threads), stderr));
+        return command;
+    }
+
+    private static Command BuildPretrainCommand(CancellationToken cancellationToken)
+    {
+        var command = new Command("pretrain",
+            "Pretrain a MosaicBERT encoder (MLM, 30% masking) on a corpus. Options are the host's: --Vocab V --Corpus C " +
+            "[--Corpus C2] --OutputDir DIR --MaxSteps N [--Preset tiny] [--GlobalBatchSize 256] [--MicroBatchSize 32] ..., " +
+            "or an appsettings.json \"Pretraining\" section. Running it again resumes from the last checkpoint.")
+        {
+            TreatUnmatchedTokensAsErrors = false,
+        };
+        command.SetAction(parseResult => MosaicBert.Pretraining.PretrainingHost.RunAsync([.. parseResult.UnmatchedTokens], cancellationToken)
+            .GetAwaiter().GetResult());
         return command;
     }
 

@@ -27,6 +27,7 @@ public static class PretrainingHost
             .Bind(builder.Configuration.GetSection(PretrainingOptions.Section), b => b.ErrorOnUnknownConfiguration = true)
             .ValidateOnStart();
         builder.Services.AddSingleton<IValidateOptions<PretrainingOptions>, PretrainingOptionsValidator>();
+        builder.Services.AddSingleton<IPretrainingDataFactory, CorpusDataFactory>();
         builder.Services.AddSingleton<PretrainingService>();
         builder.Services.AddHostedService(sp => sp.GetRequiredService<PretrainingService>());
         builder.Services.Configure<HostOptions>(h => h.ShutdownTimeout = TimeSpan.FromMinutes(10)); // let the step and checkpoint finish
@@ -84,6 +85,8 @@ public static class PretrainingHost
         }
         using (host)
         {
+            // RunAsync disposes the host's services when it returns: take the service (for its exit code) first.
+            var service = host.Services.GetRequiredService<PretrainingService>();
             try
             {
                 await host.RunAsync(cancellationToken);
@@ -98,7 +101,7 @@ public static class PretrainingHost
                 Console.Error.WriteLine($"error: {e.Message}");
                 return 1;
             }
-            return host.Services.GetRequiredService<PretrainingService>().ExitCode;
+            return service.ExitCode;
         }
     }
 }

@@ -75,6 +75,14 @@ public sealed class PretrainingRunner(PretrainingOptions options, ILogger logger
         var metrics = new StreamWriter(Path.Combine(o.OutputDir, "metrics.jsonl"), append: true) { AutoFlush = true };
         using (metrics)
         {
+            if (step == 0)
+            {
+                // The starting point of the curve: the untrained model's eval loss (≈ ln V).
+                double initial = Evaluate(model, eval);
+                evalCurve.Add(new CurvePoint(0, initial));
+                metrics.WriteLine(JsonSerializer.Serialize(new { step = 0L, samples = 0L, tokens = 0L, eval_loss = initial }));
+                logger.LogInformation("step 0: eval MLM loss {EvalLoss:F4}", initial);
+            }
             var clock = Stopwatch.StartNew();
             long startTokens = tokens, stepsThisRun = 0;
             while (step < totalSteps && (o.TokenBudget is null || tokens < o.TokenBudget))
@@ -216,7 +224,7 @@ public sealed class PretrainingRunner(PretrainingOptions options, ILogger logger
                 long s = doc.RootElement.GetProperty("step").GetInt64();
                 if (s > step) continue; // written after the checkpoint we resume from: that work is redone
                 kept.Add(line);
-                train.Add(new CurvePoint(s, doc.RootElement.GetProperty("loss").GetDouble()));
+                if (doc.RootElement.TryGetProperty("loss", out var l)) train.Add(new CurvePoint(s, l.GetDouble()));
                 if (doc.RootElement.TryGetProperty("eval_loss", out var e) && e.ValueKind == JsonValueKind.Number)
                     eval.Add(new CurvePoint(s, e.GetDouble()));
             }

@@ -98,7 +98,7 @@ public sealed class PretrainingRunnerTests : IDisposable
         Assert.Equal(40, recorder.Reports.Count);
         Assert.All(recorder.Reports.Where(r => r.Step % 5 == 0), r => Assert.NotNull(r.MlmAccuracy));
         var lines = File.ReadAllLines(Path.Combine(_dir.FullName, "metrics.jsonl"));
-        Assert.Equal(8, lines.Length); // every 5 steps
+        Assert.Equal(9, lines.Length); // the untrained eval at step 0, then every 5 steps
         Assert.Contains("<polyline", File.ReadAllText(Path.Combine(_dir.FullName, "training-curve.svg")));
         Assert.Equal(["step-00000030", "step-00000040"], TrainingCheckpoint.List(Path.Combine(_dir.FullName, "checkpoints")).Select(Path.GetFileName).TakeLast(2));
     }
