@@ -20,8 +20,10 @@ namespace MosaicBert.Data;
 /// (names starting with '.') are skipped. Documents without any non-blank paragraph are skipped.
 /// </para>
 /// <para>
-/// .NET's GZipStream reports corrupt gzip data but not a file cut short at a block boundary: such a file reads as
-/// its intact part.
+/// .NET's GZipStream reports corrupt gzip data but not a file cut short at a block boundary, so at the end of a
+/// .gz file the decompressed byte count (mod 2³²) is checked against the size the gzip trailer records (ISIZE): a
+/// truncated file fails with a clear error instead of silently losing its tail. (A file of several concatenated gzip
+/// members, which corpora do not use, fails this check too.)
 /// </para>
 /// </remarks>
 public sealed partial class TextCorpus
@@ -313,11 +315,15 @@ public sealed partial class TextCorpus
         private readonly bool _gzip;
         private string? _pushedBack;
 
-        private LineReader(string path, StreamReader reader, bool gzip)
+        private readonly uint? _trailerSize;
+        private long _decompressedBytes;
+
+        private LineReader(string path, StreamReader reader, bool gzip, uint? trailerSize)
         {
             _path = path;
             _reader = reader;
             _gzip = gzip;
+            _trailerSize = trailerSize;
         }
 
         /// <summary>1-based number of the line last returned.</summary>
@@ -330,9 +336,16 @@ public sealed partial class TextCorpus
             {
                 if (onBytesRead is not null) stream = new CountingStream(stream, onBytesRead);
                 bool gzip = path.EndsWith(".gz", StringComparison.OrdinalIgnoreCase);
-                if (gzip) stream = new GZipStream(stream, CompressionMode.Decompress);
+                if (gzip)
+                {
+                    uint? trailer = GzipTrailerSize(path);
+                    LineReader? self = null;
+                    stream = new CountingStream(new GZipStream(stream, CompressionMode.Decompress), n => self!._decompressedBytes += n);
+                    var r = new StreamReader(stream, new UTF8Encoding(false), detectEncodingFromByteOrderMarks: true, 1 << 16);
+                    return self = new LineReader(path, r, gzip, trailer);
+                }
                 var reader = new StreamReader(stream, new UTF8Encoding(false), detectEncodingFromByteOrderMarks: true, 1 << 16);
-                return new LineReader(path, reader, gzip);
+                return new LineReader(path, reader, gzip, null);
             }
             catch
             {
@@ -361,7 +374,22 @@ public sealed partial class TextCorpus
                     : new CorpusFormatException(_path, Line + 1, $"the gzip data is corrupt here: {e.Message}", e);
             }
             if (next is not null) Line++;
+            else if (_trailerSize is uint expected && (uint)_decompressedBytes != expected)
+                throw new CorpusFormatException(_path, null,
+                    $"the gzip file is truncated or corrupt: it decompressed to {_decompressedBytes} bytes but its trailer records {expected} (mod 2^32)");
             return next;
+        }
+
+        /// <summary>ISIZE, the last 4 bytes of a gzip file (uncompressed size mod 2³²); null when the file is too short
+        /// to hold a header and trailer (GZipStream then reports it).</summary>
+        private static uint? GzipTrailerSize(string path)
+        {
+            using var f = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read);
+            if (f.Length < 18) return null;
+            Span<byte> tail = stackalloc byte[4];
+            f.Seek(-4, SeekOrigin.End);
+            f.ReadExactly(tail);
+            return System.Buffers.Binary.BinaryPrimitives.ReadUInt32LittleEndian(tail);
         }
 
         public void PushBack(string line)

@@ -122,7 +122,7 @@ public sealed class PretrainingService(IOptions<PretrainingOptions> options, ILo
             logger.LogInformation("Pretraining {Preset} on {Corpus}, output {Output}", o.Preset, string.Join(", ", o.Corpus), o.OutputDir);
             var (model, train, eval) = dataFactory.Create(o, logger);
             using (model)
-                new PretrainingRunner(o, logger).Run(model, train, eval, null, stoppingToken);
+                new PretrainingRunner(o, logger).Run(model, train, eval, new ConsoleProgress(logger, o.LogInterval), stoppingToken);
         }
         catch (Exception e) when (e is not OperationCanceledException)
         {

@@ -292,6 +292,19 @@ public sealed class TextCorpusTests : IDisposable
         Assert.IsType<InvalidDataException>(e.InnerException);
     }
 
+    [Fact]
+    public void TruncatedGzipIsAnErrorNotASilentlyShorterCorpus()
+    {
+        var text = string.Concat(Enumerable.Range(0, 20000).Select(i => $"Line {i} of a long plain text file, {i * 7919 % 10007}.\n"));
+        var path = Write("cut.txt.gz", text, gzip: true);
+        Assert.Equal(20000, Read(path).Sum(d => d.Paragraphs.Count)); // the intact file reads whole
+        var bytes = File.ReadAllBytes(path);
+        File.WriteAllBytes(path, bytes[..(bytes.Length / 2)]);
+        var e = Assert.Throws<CorpusFormatException>(() => Read(path));
+        Assert.Equal(path, e.Path);
+        Assert.True(e.Message.Contains("truncated", StringComparison.Ordinal) || e.Message.Contains("corrupt", StringComparison.Ordinal), e.Message);
+    }
+
     [Theory]
     [InlineData("<doc id=\"1\" title=\"A\">\nA\ntext\n", 1, "the <doc> opened here has no </doc> before the end of the file")]
     [InlineData("<doc id=\"1\" title=\"A\">\ntext\n</doc>\nstray text\n", 4, "text outside a <doc> ... </doc> block")]

@@ -164,3 +164,19 @@ public sealed class PretrainingRunnerTests : IDisposable
         Assert.Throws<ArgumentException>(() => PretrainingHost.ShortForms(["--MaxSteps"]));
     }
 }
+
+public sealed class ConsoleProgressTests
+{
+    [Fact]
+    public void StatusLineShowsStepLossAccuracySpeedLearningRateAndEta()
+    {
+        var p = new ConsoleProgress(Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance, 10, interactive: false);
+        var line = p.Format(new StepReport(120, 400, 6.81234, 0.0923, 7.5e-4, 8510.4, double.NaN, TimeSpan.FromSeconds(50),
+            TimeSpan.FromSeconds(100), null));
+        Assert.Equal("step 120/400 | loss 6.8123 | mlm acc 9.2% | 8,510 tok/s | lr 0.00075 | ETA 0:01:40", line);
+        // Accuracy is measured at log steps only; the last value is shown in between.
+        line = p.Format(new StepReport(121, 400, 6.8, null, 7.5e-4, 8500, double.NaN, TimeSpan.FromSeconds(51), null, null));
+        Assert.Contains("mlm acc 9.2%", line);
+        Assert.EndsWith("ETA -", line);
+    }
+}
