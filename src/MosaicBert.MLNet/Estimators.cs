@@ -114,9 +114,11 @@ public sealed class EstimatorChain<TLastTransformer> : IEstimator<TransformerCha
 
 /// <summary>
 /// Fitted transformers applied in order (as Microsoft.ML.Data.TransformerChain). Disposing the chain disposes the
-/// transformers that are <see cref="IDisposable"/> (model-owning ones).
+/// transformers that are <see cref="IDisposable"/> (model-owning ones). Saving saves the steps in order with their
+/// scopes (every step must be <see cref="IPersistableTransformer"/>); a loaded chain is a
+/// <c>TransformerChain&lt;ITransformer&gt;</c>.
 /// </summary>
-public sealed class TransformerChain<TLastTransformer> : ITransformer, IEnumerable<ITransformer>, IDisposable
+public sealed class TransformerChain<TLastTransformer> : IPersistableTransformer, IEnumerable<ITransformer>, IDisposable
     where TLastTransformer : class, ITransformer
 {
     private readonly ITransformer[] _transformers;
@@ -178,6 +180,10 @@ public sealed class TransformerChain<TLastTransformer> : ITransformer, IEnumerab
     public IEnumerator<ITransformer> GetEnumerator() => ((IEnumerable<ITransformer>)_transformers).GetEnumerator();
 
     IEnumerator IEnumerable.GetEnumerator() => GetEnumerator();
+
+    string IPersistableTransformer.LoaderName => TransformerChainPersistence.LoaderName;
+
+    void IPersistableTransformer.Save(ModelSaveContext context) => TransformerChainPersistence.Save(context, _transformers, _scopes);
 
     /// <summary>Disposes the transformers that are disposable.</summary>
     public void Dispose()

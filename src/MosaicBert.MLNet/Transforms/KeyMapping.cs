@@ -1,3 +1,4 @@
+using System.Text.Json.Nodes;
 using MosaicBert.ML.Data;
 
 namespace MosaicBert.ML.Transforms;
@@ -100,13 +101,37 @@ public sealed class ValueToKeyMappingEstimator : IEstimator<ValueToKeyMappingTra
 }
 
 /// <summary>Maps values to keys with the values learned by <see cref="ValueToKeyMappingEstimator"/>.</summary>
-public sealed class ValueToKeyMappingTransformer : ITransformer
+public sealed class ValueToKeyMappingTransformer : IPersistableTransformer
 {
     internal sealed record ColumnMap(string Output, string Input, PrimitiveDataViewType InputType, KeyMap Map, bool AsText);
+
+    internal const string LoaderName = "ValueToKeyMapping";
 
     private readonly ColumnMap[] _maps;
 
     internal ValueToKeyMappingTransformer(IEnumerable<ColumnMap> maps) => _maps = [.. maps];
+
+    string IPersistableTransformer.LoaderName => LoaderName;
+
+    /// <summary>Saves each column's names, input type and learned values (in key order).</summary>
+    void IPersistableTransformer.Save(ModelSaveContext context) =>
+        context.Parameters["columns"] = new JsonArray([.. _maps.Select(m => (JsonNode)new JsonObject
+        {
+            ["output"] = m.Output,
+            ["input"] = m.Input,
+            ["inputType"] = SchemaJson.TypeName(m.InputType),
+            ["asText"] = m.AsText,
+            ["values"] = SchemaJson.Values(m.Map.Values),
+        })]);
+
+    internal static ValueToKeyMappingTransformer Load(ModelLoadContext context) =>
+        new(context.Get<JsonArray>("columns").OfType<JsonObject>().Select(c =>
+        {
+            var type = (PrimitiveDataViewType)SchemaJson.ParseType(c["inputType"]!.GetValue<string>());
+            // The saved values are distinct and in key order, so learning them "by occurrence" rebuilds the same keys.
+            var map = KeyMap.Build(type, SchemaJson.ReadValues(c["values"]!, type), int.MaxValue, ValueToKeyMappingEstimator.KeyOrdinality.ByOccurrence);
+            return new ColumnMap(c["output"]!.GetValue<string>(), c["input"]!.GetValue<string>(), type, map, c["asText"]!.GetValue<bool>());
+        }));
 
     /// <summary>The values behind the keys of output column <paramref name="outputColumnName"/>: key k is item k-1.</summary>
     public IReadOnlyList<object> GetKeyValues(string outputColumnName) =>
@@ -193,11 +218,22 @@ public sealed class KeyToValueMappingEstimator : IEstimator<KeyToValueMappingTra
 }
 
 /// <summary>Maps keys back to values (see <see cref="KeyToValueMappingEstimator"/>).</summary>
-public sealed class KeyToValueMappingTransformer : ITransformer
+public sealed class KeyToValueMappingTransformer : IPersistableTransformer
 {
+    internal const string LoaderName = "KeyToValueMapping";
+
     private readonly InputOutputColumnPair[] _columns;
 
     internal KeyToValueMappingTransformer(InputOutputColumnPair[] columns) => _columns = columns;
+
+    string IPersistableTransformer.LoaderName => LoaderName;
+
+    /// <summary>Saves the column names (the values come from the key column's annotation at transform time).</summary>
+    void IPersistableTransformer.Save(ModelSaveContext context) =>
+        context.Parameters["columns"] = new JsonArray([.. _columns.Select(c => (JsonNode)new JsonObject { ["output"] = c.OutputColumnName, ["input"] = c.InputColumnName })]);
+
+    internal static KeyToValueMappingTransformer Load(ModelLoadContext context) =>
+        new([.. context.Get<JsonArray>("columns").OfType<JsonObject>().Select(c => new InputOutputColumnPair(c["output"]!.GetValue<string>(), c["input"]!.GetValue<string>()))]);
 
     /// <inheritdoc/>
     public DataViewSchema GetOutputSchema(DataViewSchema inputSchema)

@@ -1,0 +1,274 @@
+using MosaicBert.Model;
+using MosaicBert.Tensors;
+using MosaicBert.Tensors.Cpu;
+using MosaicBert.Tokenizers;
+
+namespace MosaicBert.ML.Transforms;
+
+/// <summary>What a forward pass produces per row.</summary>
+internal enum EncoderOutput
+{
+    /// <summary>Mean of the final hidden states of the row's tokens [d].</summary>
+    Mean,
+
+    /// <summary>Final hidden state of the first token, [CLS] [d].</summary>
+    Cls,
+
+    /// <summary>Classifier (or regressor) outputs [num_labels].</summary>
+    Logits,
+}
+
+/// <summary>
+/// A MosaicBERT model with its tokenizer and backend, as the featurizer and the trainers' transformers hold it.
+/// Inference is thread-safe: the model's activation workspace is shared, so forward passes run one at a time under a
+/// lock (each one uses all the backend's threads); tokenization runs outside it.
+/// </summary>
+internal sealed class MosaicBertEncoder : IDisposable
+{
+    private const int VocabularyMultiple = 64; // MosaicBERT pads the embedding matrix to a multiple of 64 rows
+    private const string VocabFileName = "vocab.txt";
+
+    private readonly Lock _gate = new();
+    private readonly Backend _backend;
+    private bool _disposed;
+
+    private MosaicBertEncoder(MosaicBertModel model, BertTokenizer tokenizer, Backend backend)
+    {
+        if (tokenizer.Vocabulary.Count > model.Config.VocabSize)
+            throw new ArgumentException($"The vocabulary has {tokenizer.Vocabulary.Count} tokens but the model only {model.Config.VocabSize} embedding rows.");
+        Model = model;
+        Tokenizer = tokenizer;
+        _backend = backend;
+    }
+
+    /// <summary>The model. Used directly only by the training loop, before any transformer shares the encoder.</summary>
+    public MosaicBertModel Model { get; private set; }
+
+    public BertTokenizer Tokenizer { get; }
+
+    /// <summary>
+    /// Makes the model of a featurizer (<paramref name="heads"/> None) or trainer (SequenceClassification with
+    /// <paramref name="numLabels"/> outputs) from the options' model source.
+    /// </summary>
+    public static MosaicBertEncoder Create(MLContext context, MosaicBertModelOptions options, ModelHeads heads, int numLabels, int seed, string component)
+    {
+        options.Validate(component);
+        if (context.GpuDeviceId is int gpu)
+        {
+            if (!context.FallbackToCpu)
+                throw new NotSupportedException($"{component}: MLContext.GpuDeviceId is {gpu} and FallbackToCpu is false, but the CUDA backend is not available yet; use the CPU.");
+            context.WriteLog(ChannelMessageKind.Warning, component, $"GpuDeviceId {gpu} is set but the CUDA backend is not available yet; running on the CPU (FallbackToCpu).");
+        }
+        var backend = new CpuBackend(options.Threads);
+        string? extracted = null;
+        try
+        {
+            string? directory = null;
+            if (options.ModelPath is { } path)
+            {
+                if (Directory.Exists(path)) directory = path;
+                else if (File.Exists(path)) directory = extracted = ModelArchive.ExtractModelDirectory(path);
+                else throw new FileNotFoundException($"{component}: ModelPath '{path}' is neither a checkpoint directory nor a model zip.", path);
+            }
+            var vocab = options.VocabPath
+                ?? (directory is not null && File.Exists(Path.Combine(directory, VocabFileName)) ? Path.Combine(directory, VocabFileName) : null)
+                ?? throw new ArgumentException(directory is null
+                    ? $"{component}: VocabPath is required for a model made from a preset or configuration."
+                    : $"{component}: '{options.ModelPath}' has no {VocabFileName}; set VocabPath.");
+            var tokenizer = BertTokenizer.Create(vocab);
+            var model = directory is null
+                ? FromScratch(options, tokenizer, heads, numLabels, seed, backend)
+                : FromCheckpoint(directory, heads, numLabels, seed, backend);
+            var c = model.Config;
+            if (c.Architecture == EncoderArchitecture.Bert && options.MaxSequenceLength > c.MaxPositionEmbeddings)
+                throw new ArgumentOutOfRangeException(nameof(options), $"{component}: MaxSequenceLength {options.MaxSequenceLength} exceeds this BERT model's {c.MaxPositionEmbeddings} positions.");
+            context.WriteLog(ChannelMessageKind.Info, component,
+                $"Model: {options.ModelPath ?? "preset " + (options.Preset ?? "(custom config)") + " with random weights"}; {c.Architecture}, L={c.NumHiddenLayers}, d={c.HiddenSize}, H={c.NumAttentionHeads}, {model.Layout.Count:N0} parameters; vocabulary {vocab} ({tokenizer.Vocabulary.Count} tokens); {((CpuBackend)backend).Threads} CPU threads.");
+            return new MosaicBertEncoder(model, tokenizer, backend);
+        }
+        catch
+        {
+            backend.Dispose();
+            throw;
+        }
+        finally
+        {
+            if (extracted is not null) ModelArchive.TryDeleteDirectory(extracted);
+        }
+    }
+
+    private static MosaicBertModel FromScratch(MosaicBertModelOptions options, BertTokenizer tokenizer, ModelHeads heads, int numLabels, int seed, Backend backend)
+    {
+        var config = options.Config
+            ?? MosaicBertConfig.Preset(options.Preset!) with { VocabSize = (tokenizer.Vocabulary.Count + VocabularyMultiple - 1) / VocabularyMultiple * VocabularyMultiple };
+        if (heads.HasFlag(ModelHeads.SequenceClassification)) config = config with { NumLabels = numLabels };
+        var model = new MosaicBertModel(config.Validate(), heads, backend);
+        model.InitializeWeights(seed);
+        return model;
+    }
+
+    private static MosaicBertModel FromCheckpoint(string directory, ModelHeads heads, int numLabels, int seed, Backend backend)
+    {
+        if (!heads.HasFlag(ModelHeads.SequenceClassification)) return PretrainedModel.Load(directory, backend, heads, seed);
+        // The recipe (spec §4) loads the encoder and the pooler when the checkpoint has one, and always starts with a
+        // fresh classifier: a checkpoint's classifier belongs to another task (or has another number of labels).
+        using var loaded = PretrainedModel.Load(directory, backend, ModelHeads.SequenceClassification, seed);
+        var model = new MosaicBertModel(loaded.Config with { NumLabels = numLabels }, ModelHeads.SequenceClassification, backend);
+        model.InitializeWeights(seed);
+        foreach (var p in model.Layout.Parameters)
+        {
+            if (!p.Name.StartsWith("classifier.", StringComparison.Ordinal)) model.SetParameter(p.Name, loaded.GetParameter(p.Name));
+        }
+        return model;
+    }
+
+    /// <summary>
+    /// After training: swaps the model for a copy holding only the parameters, so that the gradients, the optimizer's
+    /// view of them and the backward-pass buffers (together several times the parameters) are released.
+    /// </summary>
+    public void ReleaseTrainingState()
+    {
+        var fresh = new MosaicBertModel(Model.Config, Model.Layout.Heads, _backend);
+        _backend.Copy(Model.Parameters, fresh.Parameters);
+        Model.Dispose();
+        Model = fresh;
+    }
+
+    /// <summary>Reads a model saved by <see cref="Save"/> (heads from the tensor names).</summary>
+    public static MosaicBertEncoder Load(string directory)
+    {
+        var backend = new CpuBackend();
+        try
+        {
+            var tokenizer = BertTokenizer.Create(Path.Combine(directory, VocabFileName));
+            return new MosaicBertEncoder(PretrainedModel.Load(directory, backend), tokenizer, backend);
+        }
+        catch
+        {
+            backend.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>Writes config.json, model.safetensors and vocab.txt (a Hugging Face model directory).</summary>
+    public void Save(string directory)
+    {
+        lock (_gate)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            PretrainedModel.Save(Model, directory);
+        }
+        Tokenizer.Vocabulary.Save(Path.Combine(directory, VocabFileName));
+    }
+
+    internal static void CheckDevice(string? device, string component)
+    {
+        var d = device?.Trim().ToLowerInvariant();
+        if (d is "cpu") return;
+        if (d is not null && (d == "cuda" || d.StartsWith("cuda:", StringComparison.Ordinal)))
+            throw new NotSupportedException($"{component}: Device '{device}': the CUDA backend is not available yet in this version; use Device = \"cpu\".");
+        throw new ArgumentException($"{component}: Device must be \"cpu\" (or, later, \"cuda\"), not '{device}'.");
+    }
+
+    /// <summary>Tokenizes rows (in parallel) with longest-first truncation to <paramref name="maxLength"/>.</summary>
+    public BertEncoding[] Tokenize(IReadOnlyList<string> sentence1, IReadOnlyList<string>? sentence2, int maxLength) =>
+        Tokenizer.Encode(sentence1, sentence2, maxLength, TruncationStrategy.LongestFirst);
+
+    /// <summary>A padded batch of encodings (padded to the longest; execution is unpadded anyway).</summary>
+    public EncoderBatch ToBatch(IReadOnlyList<BertEncoding> encodings)
+    {
+        int b = encodings.Count, s = encodings.Max(e => e.Length);
+        var ids = new int[b * s];
+        var types = new int[b * s];
+        var mask = new int[b * s];
+        ids.AsSpan().Fill(Tokenizer.PaddingTokenId);
+        for (var i = 0; i < b; i++)
+        {
+            var e = encodings[i];
+            for (var t = 0; t < e.Length; t++)
+            {
+                ids[i * s + t] = e.InputIds[t];
+                types[i * s + t] = e.TokenTypeIds[t];
+                mask[i * s + t] = 1;
+            }
+        }
+        return new EncoderBatch(ids, types, mask, b, s);
+    }
+
+    /// <summary>Runs the model on texts, <paramref name="batchSize"/> rows per forward pass; one vector per row.</summary>
+    public float[][] Infer(IReadOnlyList<string> sentence1, IReadOnlyList<string>? sentence2, int maxLength, int batchSize, EncoderOutput output)
+    {
+        var results = new float[sentence1.Count][];
+        for (var start = 0; start < results.Length; start += batchSize)
+        {
+            var count = Math.Min(batchSize, results.Length - start);
+            // Tokenizing per batch keeps memory bounded and runs outside the model lock.
+            var encodings = Tokenize(Slice(sentence1, start, count), sentence2 is null ? null : Slice(sentence2, start, count), maxLength);
+            Forward(encodings, output).CopyTo(results, start);
+        }
+        return results;
+    }
+
+    /// <summary>Runs the model on encodings, <paramref name="batchSize"/> rows per forward pass.</summary>
+    public float[][] Infer(IReadOnlyList<BertEncoding> encodings, int batchSize, EncoderOutput output, CancellationToken cancellationToken = default)
+    {
+        var results = new float[encodings.Count][];
+        for (var start = 0; start < results.Length; start += batchSize)
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            Forward(Slice(encodings, start, Math.Min(batchSize, results.Length - start)), output).CopyTo(results, start);
+        }
+        return results;
+    }
+
+    private float[][] Forward(IReadOnlyList<BertEncoding> encodings, EncoderOutput output)
+    {
+        var batch = ToBatch(encodings);
+        var results = new float[batch.BatchSize][];
+        lock (_gate)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            var hidden = Model.Encode(batch);
+            if (output == EncoderOutput.Logits)
+            {
+                int k = Model.Config.NumLabels;
+                var logits = new float[batch.BatchSize * k];
+                _backend.Download(Model.ClassifierLogits(), logits);
+                for (var i = 0; i < results.Length; i++) results[i] = logits[(i * k)..((i + 1) * k)];
+                return results;
+            }
+            int d = Model.Config.HiddenSize;
+            var states = new float[batch.TokenCount * d];
+            _backend.Download(hidden, states);
+            for (var i = 0; i < results.Length; i++)
+            {
+                int first = batch.CuSeqlens[i], end = output == EncoderOutput.Cls ? first + 1 : batch.CuSeqlens[i + 1];
+                var pooled = new float[d];
+                for (var t = first; t < end; t++)
+                {
+                    for (var j = 0; j < d; j++) pooled[j] += states[t * d + j];
+                }
+                if (end - first > 1)
+                {
+                    for (var j = 0; j < d; j++) pooled[j] /= end - first;
+                }
+                results[i] = pooled;
+            }
+        }
+        return results;
+    }
+
+    private static IReadOnlyList<T> Slice<T>(IReadOnlyList<T> list, int start, int count) =>
+        list is T[] array ? new ArraySegment<T>(array, start, count) : list.Skip(start).Take(count).ToArray();
+
+    public void Dispose()
+    {
+        lock (_gate)
+        {
+            if (_disposed) return;
+            _disposed = true;
+            Model.Dispose();
+            _backend.Dispose();
+        }
+    }
+}
