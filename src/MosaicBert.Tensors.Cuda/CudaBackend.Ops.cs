@@ -1,0 +1,276 @@
+using MosaicBert.Tensors.Cpu;
+
+namespace MosaicBert.Tensors.Cuda;
+
+// Token-wise layers, their backward passes, losses and the training ops: thin launchers over the element-wise,
+// activation, layernorm, reduce, loss, dropout and optimizer kernel files. Argument checks mirror the CPU backend's.
+public sealed partial class CudaBackend
+{
+    private const string Elementwise = "elementwise.cu", ActivationsFile = "activations.cu", LayerNormFile = "layernorm.cu",
+        ReduceFile = "reduce.cu", LossFile = "loss.cu", DropoutFile = "dropout.cu", OptimizerFile = "optimizer.cu";
+
+    // ---- activations ----
+
+    /// <inheritdoc/>
+    public override void Gelu(Tensor x, Tensor y)
+    {
+        Check(x, nameof(x), DType.Float32);
+        Check(y, nameof(y), DType.Float32, x.Shape.ToArray());
+        LaunchElements(ActivationsFile, "gelu_forward", x.Length, Ptr(x), Ptr(y), x.Length);
+    }
+
+    /// <inheritdoc/>
+    public override void GatedGelu(Tensor gated, Tensor h)
+    {
+        Check(gated, nameof(gated), DType.Float32);
+        if (gated.Rank != 2 || gated.Dim(1) % 2 != 0)
+            throw new ArgumentException($"gated must be [N, 2I] with an even width, not {gated.ShapeString}.", nameof(gated));
+        int n = gated.Dim(0), inner = gated.Dim(1) / 2;
+        Check(h, nameof(h), DType.Float32, n, inner);
+        LaunchElements(ActivationsFile, "gated_gelu_forward", (long)n * inner, Ptr(gated), Ptr(h), (long)n, inner);
+    }
+
+    /// <inheritdoc/>
+    public override void Tanh(Tensor x, Tensor y)
+    {
+        Check(x, nameof(x), DType.Float32);
+        Check(y, nameof(y), DType.Float32, x.Shape.ToArray());
+        LaunchElements(Elementwise, "tanh_forward", x.Length, Ptr(x), Ptr(y), x.Length);
+    }
+
+    /// <inheritdoc/>
+    public override void GeluBackward(Tensor x, Tensor dy, Tensor dx)
+    {
+        Check(x, nameof(x), DType.Float32);
+        CheckSameShape(dy, nameof(dy), x, nameof(x));
+        CheckSameShape(dx, nameof(dx), x, nameof(x));
+        LaunchElements(ActivationsFile, "gelu_backward", x.Length, Ptr(x), Ptr(dy), Ptr(dx), x.Length);
+    }
+
+    /// <inheritdoc/>
+    public override void GatedGeluBackward(Tensor gated, Tensor dh, Tensor dGated)
+    {
+        Check(gated, nameof(gated), DType.Float32);
+        if (gated.Rank != 2 || gated.Dim(1) % 2 != 0)
+            throw new ArgumentException($"gated must be [N, 2I] with an even width, not {gated.ShapeString}.", nameof(gated));
+        int n = gated.Dim(0), inner = gated.Dim(1) / 2;
+        Check(dh, nameof(dh), DType.Float32, n, inner);
+        Check(dGated, nameof(dGated), DType.Float32, n, 2 * inner);
+        LaunchElements(ActivationsFile, "gated_gelu_backward", (long)n * inner, Ptr(gated), Ptr(dh), Ptr(dGated), (long)n, inner);
+    }
+
+    /// <inheritdoc/>
+    public override void TanhBackward(Tensor y, Tensor dy, Tensor dx)
+    {
+        Check(y, nameof(y), DType.Float32);
+        CheckSameShape(dy, nameof(dy), y, nameof(y));
+        CheckSameShape(dx, nameof(dx), y, nameof(y));
+        LaunchElements(Elementwise, "tanh_backward", y.Length, Ptr(y), Ptr(dy), Ptr(dx), y.Length);
+    }
+
+    // ---- LayerNorm ----
+
+    /// <inheritdoc/>
+    /// <remarks>One warp per row, eight rows per block of 256 threads.</remarks>
+    public override void LayerNorm(Tensor x, Tensor? residual, Tensor gamma, Tensor beta, float eps,
+        Tensor sum, Tensor y, Tensor mean, Tensor rstd)
+    {
+        Check(x, nameof(x), DType.Float32);
+        int n = x.Dim(0), d = (int)x.RowLength;
+        if (residual is not null) Check(residual, nameof(residual), DType.Float32, x.Shape.ToArray());
+        Check(gamma, nameof(gamma), DType.Float32, d);
+        Check(beta, nameof(beta), DType.Float32, d);
+        Check(sum, nameof(sum), DType.Float32, x.Shape.ToArray());
+        Check(y, nameof(y), DType.Float32, x.Shape.ToArray());
+        Check(mean, nameof(mean), DType.Float32, n);
+        Check(rstd, nameof(rstd), DType.Float32, n);
+        if (n == 0 || d == 0) return;
+        Launch(Kernel(LayerNormFile, "layernorm_forward"), CeilDiv(n, 8), 1, 256, 0,
+            Ptr(x), Ptr(residual), Ptr(gamma), Ptr(beta), eps, Ptr(sum), Ptr(y), Ptr(mean), Ptr(rstd), n, d);
+    }
+
+    /// <inheritdoc/>
+    /// <remarks>dγ and dβ first (deterministic two-level column sums, before dx is written, so dx may be dy), then dx
+    /// with one warp per row.</remarks>
+    public override void LayerNormBackward(Tensor dy, Tensor sum, Tensor mean, Tensor rstd, Tensor gamma,
+        Tensor dx, Tensor dGamma, Tensor dBeta, bool accumulateDx = false)
+    {
+        Check(dy, nameof(dy), DType.Float32);
+        if (dy.Rank < 1) throw new ArgumentException("dy must have at least one dimension.", nameof(dy));
+        int n = dy.Dim(0), d = (int)dy.RowLength;
+        CheckSameShape(sum, nameof(sum), dy, nameof(dy));
+        CheckSameShape(dx, nameof(dx), dy, nameof(dy));
+        Check(mean, nameof(mean), DType.Float32, n);
+        Check(rstd, nameof(rstd), DType.Float32, n);
+        Check(gamma, nameof(gamma), DType.Float32, d);
+        Check(dGamma, nameof(dGamma), DType.Float32, d);
+        Check(dBeta, nameof(dBeta), DType.Float32, d);
+        if (n == 0 || d == 0) return;
+        ColumnSums(dy, sum, mean, rstd, dGamma, dBeta, n, d);
+        Launch(Kernel(LayerNormFile, "layernorm_backward_dx"), CeilDiv(n, 8), 1, 256, 0,
+            Ptr(dy), Ptr(sum), Ptr(mean), Ptr(rstd), Ptr(gamma), Ptr(dx), n, d, accumulateDx ? 1 : 0);
+    }
+
+    /// <inheritdoc/>
+    public override void SumRowsInto(Tensor dy, Tensor db)
+    {
+        Check(dy, nameof(dy), DType.Float32);
+        Check(db, nameof(db), DType.Float32);
+        if (dy.Rank < 1) throw new ArgumentException("dy must have at least one dimension.", nameof(dy));
+        int rows = dy.Dim(0), width = (int)dy.RowLength;
+        if (db.Length != width)
+            throw new ArgumentException($"db must hold {width} elements (one per column of dy {dy.ShapeString}), not {db.Length}.", nameof(db));
+        if (rows == 0 || width == 0) return;
+        ColumnSums(dy, null, null, null, null, db, rows, width);
+    }
+
+    /// <summary>
+    /// outB[c] += Σ_r dy[r, c] and, with sum/mean/rstd, outG[c] += Σ_r dy[r, c]·x̂[r, c]: chunks of rows summed in row
+    /// order into a scratch of partial sums, then the partials in chunk order. The chunk size depends only on the row
+    /// count (not on the GPU), so the result is the same on every device and run.
+    /// </summary>
+    private void ColumnSums(Tensor dy, Tensor? sum, Tensor? mean, Tensor? rstd, Tensor? outG, Tensor outB, int rows, int width)
+    {
+        int chunk = Math.Max(32, (int)CeilDiv(rows, 512));
+        int chunks = (int)CeilDiv(rows, chunk);
+        using var partialB = Scratch(DType.Float32, (long)chunks * width);
+        using var partialG = sum is null ? null : Scratch(DType.Float32, (long)chunks * width);
+        Launch(Kernel(ReduceFile, "column_sums_partial"), CeilDiv(width, 256), (uint)chunks, 256, 0,
+            Ptr(dy), Ptr(sum), Ptr(mean), Ptr(rstd), Ptr(partialG), Ptr(partialB), rows, width, chunk);
+        var finish = Kernel(ReduceFile, "column_sums_finish");
+        if (outG is not null) Launch(finish, CeilDiv(width, 256), 1, 256, 0, Ptr(partialG), chunks, width, Ptr(outG));
+        Launch(finish, CeilDiv(width, 256), 1, 256, 0, Ptr(partialB), chunks, width, Ptr(outB));
+    }
+
+    // ---- losses ----
+
+    /// <inheritdoc/>
+    /// <remarks>One block per row; labels are checked on the host first (one small download).</remarks>
+    public override void CrossEntropy(Tensor logits, Tensor labels, Tensor losses, Tensor? gradient = null, float gradientScale = 1)
+    {
+        Check(logits, nameof(logits), DType.Float32);
+        if (logits.Rank != 2) throw new ArgumentException($"logits must be [K, V], not {logits.ShapeString}.", nameof(logits));
+        int k = logits.Dim(0), v = logits.Dim(1);
+        Check(labels, nameof(labels), DType.Int32, k);
+        Check(losses, nameof(losses), DType.Float32, k);
+        if (gradient is not null) Check(gradient, nameof(gradient), DType.Float32, k, v);
+        if (k == 0) return;
+        var host = HostInts(labels);
+        for (int r = 0; r < k; r++)
+            if ((uint)host[r] >= (uint)v) throw new ArgumentOutOfRangeException(nameof(labels), $"Label {host[r]} at row {r} is outside 0..{v - 1}.");
+        Launch(Kernel(LossFile, "cross_entropy"), (uint)k, 1, v >= 4096 ? 512u : 128u, 0,
+            Ptr(logits), Ptr(labels), Ptr(losses), Ptr(gradient), gradientScale, k, v);
+    }
+
+    /// <inheritdoc/>
+    public override void SquaredError(Tensor predictions, Tensor targets, Tensor losses, Tensor? gradient = null, float gradientScale = 1)
+    {
+        Check(predictions, nameof(predictions), DType.Float32);
+        if (predictions.Rank < 1 || predictions.RowLength != 1)
+            throw new ArgumentException($"predictions must be [B, 1], not {predictions.ShapeString}.", nameof(predictions));
+        int b = predictions.Dim(0);
+        Check(targets, nameof(targets), DType.Float32);
+        if (targets.Length != b)
+            throw new ArgumentException($"targets must hold {b} elements (one per prediction), not {targets.ShapeString}.", nameof(targets));
+        Check(losses, nameof(losses), DType.Float32);
+        if (losses.Length != b)
+            throw new ArgumentException($"losses must hold {b} elements (one per prediction), not {losses.ShapeString}.", nameof(losses));
+        if (gradient is not null) CheckSameShape(gradient, nameof(gradient), predictions, nameof(predictions));
+        LaunchElements(Elementwise, "squared_error", b, Ptr(predictions), Ptr(targets), Ptr(losses), Ptr(gradient), 2 * gradientScale, (long)b);
+    }
+
+    // ---- training ----
+
+    /// <inheritdoc/>
+    /// <remarks>The CPU's generator bit for bit (<see cref="DropoutRandom"/>): key, threshold and keep scale are computed
+    /// here exactly as the CPU computes them, and the kernel evaluates the same 64-bit hash per element.</remarks>
+    public override void Dropout(Tensor x, Tensor y, Tensor mask, float p, ulong seed, long offset)
+    {
+        Check(x, nameof(x), DType.Float32);
+        CheckSameShape(y, nameof(y), x, nameof(x));
+        CheckSameShape(mask, nameof(mask), x, nameof(x));
+        if (!(p >= 0 && p < 1)) throw new ArgumentOutOfRangeException(nameof(p), $"Dropout probability {p} is not in [0, 1).");
+        float keepScale = 1f / (1f - p);
+        LaunchElements(DropoutFile, "dropout", x.Length, Ptr(x), Ptr(y), Ptr(mask), x.Length,
+            DropoutRandom.Key(seed), DropoutRandom.Threshold(p), keepScale, offset);
+    }
+
+    /// <inheritdoc/>
+    public override void Multiply(Tensor x, Tensor y, Tensor z)
+    {
+        Check(x, nameof(x), DType.Float32);
+        CheckSameLength(y, nameof(y), x);
+        CheckSameLength(z, nameof(z), x);
+        LaunchElements(Elementwise, "multiply", x.Length, Ptr(x), Ptr(y), Ptr(z), x.Length);
+    }
+
+    /// <inheritdoc/>
+    public override void AddScaled(Tensor x, float alpha, Tensor y)
+    {
+        Check(x, nameof(x), DType.Float32);
+        CheckSameLength(y, nameof(y), x);
+        LaunchElements(Elementwise, "add_scaled", x.Length, Ptr(x), alpha, Ptr(y), x.Length);
+    }
+
+    /// <inheritdoc/>
+    public override void Scale(Tensor x, float factor)
+    {
+        Check(x, nameof(x), DType.Float32);
+        LaunchElements(Elementwise, "scale", x.Length, Ptr(x), factor, x.Length);
+    }
+
+    /// <inheritdoc/>
+    /// <remarks>
+    /// Blocks of 8192 elements summed in double (each x² exact), then the block sums in a fixed tree: deterministic, and
+    /// within about (8192/256 + log₂ blocks)·2⁻⁵³ relative of the exact sum. Waits for the GPU (the result is a host value).
+    /// </remarks>
+    public override double SumOfSquares(Tensor x)
+    {
+        Check(x, nameof(x), DType.Float32);
+        if (x.Length == 0) return 0;
+        uint blocks = CeilDiv(x.Length, 8192);
+        using var partial = Scratch(DType.Float32, 2L * blocks + 2);   // doubles: blocks partials, then the total
+        ulong partials = Ptr(partial), total = partials + 8UL * blocks;
+        Launch(Kernel(ReduceFile, "sum_of_squares_partial"), blocks, 1, 256, 0, Ptr(x), x.Length, partials);
+        Launch(Kernel(ReduceFile, "sum_of_squares_finish"), 1, 1, 256, 0, partials, (int)blocks, total);
+        double result = 0;
+        ReadBack(total, System.Runtime.InteropServices.MemoryMarshal.AsBytes(new Span<double>(ref result)));
+        return result;
+    }
+
+    /// <inheritdoc/>
+    /// <remarks>The CPU's unfused fp32 operations with the same constants (bias corrections in double), so parameters and
+    /// moments equal the CPU's bit for bit.</remarks>
+    public override void AdamW(Tensor parameters, Tensor gradients, Tensor m, Tensor v, float lr, float beta1, float beta2,
+        float eps, float decayFactor, int step)
+    {
+        Check(parameters, nameof(parameters), DType.Float32);
+        CheckSameLength(gradients, nameof(gradients), parameters);
+        CheckSameLength(m, nameof(m), parameters);
+        CheckSameLength(v, nameof(v), parameters);
+        if (step < 1) throw new ArgumentOutOfRangeException(nameof(step), $"The AdamW step count starts at 1, not {step}.");
+        if (!(beta1 >= 0 && beta1 < 1)) throw new ArgumentOutOfRangeException(nameof(beta1), $"beta1 = {beta1} is not in [0, 1).");
+        if (!(beta2 >= 0 && beta2 < 1)) throw new ArgumentOutOfRangeException(nameof(beta2), $"beta2 = {beta2} is not in [0, 1).");
+        double bc1 = 1 - Math.Pow(beta1, step);
+        double bc2 = 1 - Math.Pow(beta2, step);
+        LaunchElements(OptimizerFile, "adamw", parameters.Length, Ptr(parameters), Ptr(gradients), Ptr(m), Ptr(v), parameters.Length,
+            1f - decayFactor, beta1, (float)(1 - (double)beta1), beta2, (float)(1 - (double)beta2), (float)(lr / bc1),
+            (float)Math.Sqrt(bc2), eps);
+    }
+
+    // ---- checks ----
+
+    private void CheckSameShape(Tensor t, string name, Tensor like, string likeName)
+    {
+        Check(t, name, DType.Float32);
+        if (!t.Shape.SequenceEqual(like.Shape))
+            throw new ArgumentException($"{name} must have the shape of {likeName} {like.ShapeString}, not {t.ShapeString}.", name);
+    }
+
+    private void CheckSameLength(Tensor t, string name, Tensor like)
+    {
+        Check(t, name, DType.Float32);
+        if (t.Length != like.Length)
+            throw new ArgumentException($"{name} {t.ShapeString} must have as many elements as {like.ShapeString}.", name);
+    }
+}

@@ -1,0 +1,173 @@
+namespace MosaicBert.Tensors.Cuda;
+
+// Row lookups and scatters (embeddings, MLM gathers). Index tensors are downloaded and checked on the host before
+// anything is launched: the same exceptions as the CPU backend, and kernels that can trust their indices. That costs
+// one small synchronising download per call (a handful per training step); a device-side check is a later step.
+// Scatters group positions by destination row on the host (a stable sort), so repeated rows are handled by one thread
+// per column in position order: bitwise the CPU's result, deterministic, without atomics.
+public sealed partial class CudaBackend
+{
+    private const string EmbeddingFile = "embedding.cu";
+
+    /// <inheritdoc/>
+    public override void EmbeddingSum(Tensor ids, Tensor typeIds, Tensor? positions, Tensor wordEmbeddings,
+        Tensor typeEmbeddings, Tensor? positionEmbeddings, Tensor output)
+    {
+        if ((positions is null) != (positionEmbeddings is null))
+            throw new ArgumentException("positions and positionEmbeddings must both be given or both be null.");
+        Check(ids, nameof(ids), DType.Int32);
+        int n = ids.Dim(0), d = wordEmbeddings.Dim(1);
+        Check(typeIds, nameof(typeIds), DType.Int32, n);
+        if (positions is not null) Check(positions, nameof(positions), DType.Int32, n);
+        Check(wordEmbeddings, nameof(wordEmbeddings), DType.Float32);
+        CheckTable(typeEmbeddings, nameof(typeEmbeddings), d);
+        if (positionEmbeddings is not null) CheckTable(positionEmbeddings, nameof(positionEmbeddings), d);
+        Check(output, nameof(output), DType.Float32, n, d);
+        int vocab = wordEmbeddings.Dim(0), types = typeEmbeddings.Dim(0);
+        var idHost = HostInts(ids);
+        var typeHost = HostInts(typeIds);
+        var posHost = positions is null ? null : HostInts(positions);
+        for (int i = 0; i < n; i++)
+        {
+            if ((uint)idHost[i] >= (uint)vocab) throw new ArgumentOutOfRangeException(nameof(ids), $"Token id {idHost[i]} is outside the vocabulary (0..{vocab - 1}).");
+            if ((uint)typeHost[i] >= (uint)types) throw new ArgumentOutOfRangeException(nameof(typeIds), $"Token type {typeHost[i]} is outside 0..{types - 1}.");
+            if (posHost is not null && (uint)posHost[i] >= (uint)positionEmbeddings!.Dim(0))
+                throw new ArgumentOutOfRangeException(nameof(positions), $"Position {posHost[i]} is beyond max_position_embeddings {positionEmbeddings.Dim(0)}.");
+        }
+        LaunchElements(EmbeddingFile, "embedding_sum", (long)n * d, Ptr(ids), Ptr(typeIds), Ptr(positions), Ptr(wordEmbeddings),
+            Ptr(typeEmbeddings), Ptr(positionEmbeddings), Ptr(output), (long)n, d);
+    }
+
+    /// <inheritdoc/>
+    public override void GatherRows(Tensor source, Tensor indices, Tensor destination)
+    {
+        Check(source, nameof(source), DType.Float32);
+        Check(indices, nameof(indices), DType.Int32);
+        Check(destination, nameof(destination), DType.Float32);
+        int k = indices.Dim(0), width = (int)source.RowLength;
+        if (destination.Dim(0) != k || destination.RowLength != width)
+            throw new ArgumentException($"GatherRows: destination {destination.ShapeString} does not fit {k} rows of {width}.");
+        CheckIndices(HostInts(indices), source.Dim(0), nameof(indices), "Row index");
+        LaunchElements(EmbeddingFile, "gather_rows", (long)k * width, Ptr(source), Ptr(indices), Ptr(destination), (long)k, width);
+    }
+
+    /// <inheritdoc/>
+    /// <remarks>With repeated indices the last source row wins, as on the CPU.</remarks>
+    public override void ScatterRows(Tensor source, Tensor indices, Tensor destination)
+    {
+        Check(source, nameof(source), DType.Float32);
+        Check(indices, nameof(indices), DType.Int32);
+        Check(destination, nameof(destination), DType.Float32);
+        int k = indices.Dim(0), width = (int)destination.RowLength;
+        if (source.Dim(0) != k || source.RowLength != width)
+            throw new ArgumentException($"ScatterRows: source {source.ShapeString} does not hold {k} rows of {width}.");
+        var host = HostInts(indices);
+        CheckIndices(host, destination.Dim(0), nameof(indices), "Row index");
+        ScatterSegments(source, host, destination, width, accumulate: false);
+    }
+
+    /// <inheritdoc/>
+    public override void ScatterAddRows(Tensor source, Tensor indices, Tensor destination)
+    {
+        Check(indices, nameof(indices), DType.Int32);
+        Check(source, nameof(source), DType.Float32);
+        Check(destination, nameof(destination), DType.Float32);
+        if (indices.Rank != 1) throw new ArgumentException($"indices must be [K], not {indices.ShapeString}.", nameof(indices));
+        if (destination.Rank < 1) throw new ArgumentException("destination must have at least one dimension.", nameof(destination));
+        int k = indices.Dim(0), width = (int)destination.RowLength;
+        if (source.Rank < 1 || source.Dim(0) != k || source.RowLength != width)
+            throw new ArgumentException($"ScatterAddRows: source {source.ShapeString} does not hold {k} rows of {width}.", nameof(source));
+        var host = HostInts(indices);
+        CheckIndices(host, destination.Dim(0), nameof(indices), "Row index");
+        ScatterSegments(source, host, destination, width, accumulate: true);
+    }
+
+    /// <inheritdoc/>
+    /// <remarks>Three scatter-adds (word, type, position tables), all indices validated before anything is written;
+    /// each table's rows accumulate in token order, so the result equals the CPU's bit for bit.</remarks>
+    public override void EmbeddingBackward(Tensor ids, Tensor typeIds, Tensor? positions, Tensor dOutput,
+        Tensor dWordEmbeddings, Tensor dTypeEmbeddings, Tensor? dPositionEmbeddings)
+    {
+        if ((positions is null) != (dPositionEmbeddings is null))
+            throw new ArgumentException("positions and dPositionEmbeddings must both be given or both be null.");
+        Check(ids, nameof(ids), DType.Int32);
+        if (ids.Rank != 1) throw new ArgumentException($"ids must be [N], not {ids.ShapeString}.", nameof(ids));
+        int n = ids.Dim(0);
+        Check(typeIds, nameof(typeIds), DType.Int32, n);
+        if (positions is not null) Check(positions, nameof(positions), DType.Int32, n);
+        Check(dWordEmbeddings, nameof(dWordEmbeddings), DType.Float32);
+        if (dWordEmbeddings.Rank != 2)
+            throw new ArgumentException($"dWordEmbeddings must be [vocab, d], not {dWordEmbeddings.ShapeString}.", nameof(dWordEmbeddings));
+        int d = dWordEmbeddings.Dim(1);
+        Check(dOutput, nameof(dOutput), DType.Float32, n, d);
+        CheckTable(dTypeEmbeddings, nameof(dTypeEmbeddings), d);
+        if (dPositionEmbeddings is not null) CheckTable(dPositionEmbeddings, nameof(dPositionEmbeddings), d);
+        var idHost = HostInts(ids);
+        var typeHost = HostInts(typeIds);
+        var posHost = positions is null ? null : HostInts(positions);
+        CheckIndices(idHost, dWordEmbeddings.Dim(0), nameof(ids), "Token id");
+        CheckIndices(typeHost, dTypeEmbeddings.Dim(0), nameof(typeIds), "Token type");
+        if (posHost is not null) CheckIndices(posHost, dPositionEmbeddings!.Dim(0), nameof(positions), "Position");
+        ScatterSegments(dOutput, idHost, dWordEmbeddings, d, accumulate: true);
+        ScatterSegments(dOutput, typeHost, dTypeEmbeddings, d, accumulate: true);
+        if (posHost is not null) ScatterSegments(dOutput, posHost, dPositionEmbeddings!, d, accumulate: true);
+    }
+
+    /// <summary>
+    /// dst[idx[p]] (+)= src[p] for every position p. Positions are sorted by (row, position) on the host and uploaded as
+    /// [order (K) | segment starts (S + 1) | segment rows (S)]; block (s, column block) handles segment s.
+    /// </summary>
+    private void ScatterSegments(Tensor source, int[] indices, Tensor destination, int width, bool accumulate)
+    {
+        int k = indices.Length;
+        if (k == 0 || width == 0) return;
+        var keys = new long[k];
+        for (int p = 0; p < k; p++) keys[p] = ((long)indices[p] << 32) | (uint)p;
+        Array.Sort(keys);
+        var order = new int[k];
+        var starts = new List<int>();
+        var rows = new List<int>();
+        for (int p = 0; p < k; p++)
+        {
+            order[p] = (int)keys[p];
+            int row = (int)(keys[p] >> 32);
+            if (p == 0 || row != rows[^1])
+            {
+                starts.Add(p);
+                rows.Add(row);
+            }
+        }
+        int segments = rows.Count;
+        starts.Add(k);
+        int[] packed = [.. order, .. starts, .. rows];
+        using var table = Scratch(DType.Int32, packed.Length);
+        Upload(packed, table);
+        ulong baseAddress = Ptr(table);
+        uint block = (uint)Math.Min(256, (width + 31) / 32 * 32);
+        Launch(Kernel(EmbeddingFile, "scatter_segments"), (uint)segments, CeilDiv(width, block), block, 0,
+            Ptr(source), baseAddress, baseAddress + 4UL * (ulong)k, baseAddress + 4UL * (ulong)(k + segments + 1),
+            Ptr(destination), width, accumulate ? 1 : 0);
+    }
+
+    /// <summary>An int tensor's values on the host (waits for queued work).</summary>
+    private int[] HostInts(Tensor t)
+    {
+        var values = new int[t.Length];
+        Download(t, values);
+        return values;
+    }
+
+    private static void CheckIndices(int[] indices, int rows, string name, string what)
+    {
+        for (int i = 0; i < indices.Length; i++)
+            if ((uint)indices[i] >= (uint)rows)
+                throw new ArgumentOutOfRangeException(name, $"{what} {indices[i]} at {i} is outside 0..{rows - 1}.");
+    }
+
+    private void CheckTable(Tensor table, string name, int d)
+    {
+        Check(table, name, DType.Float32);
+        if (table.Rank != 2 || table.Dim(1) != d)
+            throw new ArgumentException($"{name} must be [rows, {d}], not {table.ShapeString}.", name);
+    }
+}

@@ -1,0 +1,63 @@
+// Shared helpers of the MosaicBERT kernels (compiled by NVRTC with -default-device: plain functions are device code).
+#pragma once
+
+typedef long long i64;
+typedef unsigned long long u64;
+
+// Grid-stride loop over [0, n) with a 64-bit index: any grid size covers any n, so the host picks the grid for
+// occupancy, not for n.
+#define FOR_EACH(i, n) for (i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x; i < (i64)(n); i += (i64)gridDim.x * blockDim.x)
+
+#define FULL_MASK 0xffffffffu
+// −∞ without math.h (NVRTC offers no standard headers).
+#define NEG_INF __int_as_float(0xff800000)
+
+__forceinline__ float warp_sum(float v)
+{
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(FULL_MASK, v, o);
+    return v;
+}
+
+__forceinline__ double warp_sum(double v)
+{
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(FULL_MASK, v, o);
+    return v;
+}
+
+__forceinline__ float warp_max(float v)
+{
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(FULL_MASK, v, o));
+    return v;
+}
+
+// Sum over the block, returned to every thread. blockDim.x must be a multiple of 32 (≤ 1024); scratch holds 32
+// values. The order of additions depends only on blockDim, so the result is deterministic.
+template <typename T>
+__forceinline__ T block_sum(T v, T* scratch)
+{
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+    v = warp_sum(v);
+    __syncthreads();                  // scratch may still be read by a previous call
+    if (lane == 0) scratch[warp] = v;
+    __syncthreads();
+    v = lane < warps ? scratch[lane] : (T)0;
+    return warp_sum(v);
+}
+
+__forceinline__ float block_max(float v, float* scratch)
+{
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+    v = warp_max(v);
+    __syncthreads();
+    if (lane == 0) scratch[warp] = v;
+    __syncthreads();
+    v = lane < warps ? scratch[lane] : NEG_INF;
+    return warp_max(v);
+}
+
+__forceinline__ int iabs(int v) { return v < 0 ? -v : v; }
+
+// The exact GELU: GELU(x) = x·Φ(x), Φ the standard normal CDF (normcdff: CUDA's accurate erfc-based CDF, a few ulp).
+__forceinline__ float gelu_phi(float x) { return normcdff(x); }
+// φ(x) = exp(−x²/2)/√(2π), so GELU′(x) = Φ(x) + x·φ(x).
+__forceinline__ float normal_density(float x) { return 0.3989422804014327f * expf(-0.5f * x * x); }
