@@ -9,6 +9,9 @@ public readonly record struct GradientRange(long Offset, long Length)
 {
     /// <summary>One past the last element.</summary>
     public long End => Offset + Length;
+
+    /// <summary>"[offset, end)".</summary>
+    public override string ToString() => $"[{Offset}, {End})";
 }
 
 /// <summary>

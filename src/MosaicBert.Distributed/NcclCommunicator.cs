@@ -153,3 +153,16 @@ public sealed class NcclCommunicator : IDisposable
         }
     }
 }
+
+/// <summary>Device addresses of CUDA tensors, for the raw collectives.</summary>
+public static class CudaTensors
+{
+    /// <summary>The device address of <paramref name="tensor"/>'s first element.</summary>
+    /// <exception cref="ArgumentException">The tensor is not on a CUDA backend.</exception>
+    public static ulong Pointer(MosaicBert.Tensors.Tensor tensor)
+    {
+        ArgumentNullException.ThrowIfNull(tensor);
+        return tensor.Backend is CudaBackend cuda ? cuda.Ptr(tensor)
+            : throw new ArgumentException($"The tensor is on {tensor.Backend.Name}; NCCL needs a CUDA tensor.", nameof(tensor));
+    }
+}

@@ -28,7 +28,8 @@ public sealed class CorpusDataFactory : IPretrainingDataFactory
         if (cache.Count <= o.EvalSamples)
             throw new InvalidOperationException($"The corpus gives {cache.Count} samples; EvalSamples ({o.EvalSamples}) must leave some for training.");
         var split = TrainEvalSplit.ByCount(cache.Count, o.EvalSamples, seed: 0);
-        var train = new PretrainingBatcher(cache, new PretrainingSampler(split.Train, (ulong)o.Seed),
+        var sampler = new PretrainingSampler(split.Train, (ulong)o.Seed);
+        var train = new PretrainingBatcher(cache, sampler,
             MlmMasker.ForTokenizer(tokenizer, o.MaskingRatio, (ulong)o.Seed), tokenizer.PaddingTokenId, maxDegreeOfParallelism: o.Threads);
         var eval = PretrainingBatcher.EvalBatches(cache, split.Eval, MlmMasker.ForTokenizer(tokenizer, o.EvalMaskingRatio, 0),
             tokenizer.PaddingTokenId, o.MicroBatchSize).Select(Convert).ToList();
@@ -42,14 +43,22 @@ public sealed class CorpusDataFactory : IPretrainingDataFactory
         model.InitializeWeights(o.Seed);
         logger.LogInformation("Model: {Architecture}, {Layers} layers, d={Hidden}, {Parameters:N0} parameters",
             config.Architecture, config.NumHiddenLayers, config.HiddenSize, model.Layout.Count);
-        return (model, new BatcherSource(train), eval);
+        return (model, new BatcherSource(train, sampler), eval);
     }
 
     private static MlmBatch Convert(PretrainingBatch b) => new(b.BatchSize, b.SequenceLength, b.InputIds, b.AttentionMask, b.Labels);
 
-    private sealed class BatcherSource(PretrainingBatcher batcher) : IMlmBatchSource
+    private sealed class BatcherSource(PretrainingBatcher batcher, PretrainingSampler sampler) : ISkippableBatchSource
     {
         public MlmBatch Next(int batchSize) => Convert(batcher.Next(batchSize));
+
+        /// <summary>Another rank's samples: the global position moves on without reading or masking them.</summary>
+        public void Skip(int samples)
+        {
+            var p = sampler.Position;
+            long global = checked(p.Epoch * sampler.Count + p.Index + samples);
+            sampler.Position = new SamplerPosition(global / sampler.Count, global % sampler.Count);
+        }
 
         public string Position
         {

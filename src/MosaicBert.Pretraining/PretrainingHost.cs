@@ -3,6 +3,7 @@ using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
+using MosaicBert.Distributed;
 
 namespace MosaicBert.Pretraining;
 
@@ -76,6 +77,18 @@ public static class PretrainingHost
         IHost host;
         try
         {
+            // ---- data parallel: `--gpus N` starts N ranks of this same command (see Launcher) ----
+            if (Launcher.TryTakeGpus(args, out int gpus, out var rankArgs))
+            {
+                var (program, prefix) = Launcher.CurrentProgram();
+                // The program's own arguments before the host's (e.g. the "pretrain" verb), then the host's without --gpus.
+                var own = System.Environment.GetCommandLineArgs().Skip(1).ToList();
+                int at = own.Count - args.Length;
+                if (at < 0 || !own.Skip(at).SequenceEqual(args)) at = 0;
+                string[] childArgs = [.. prefix, .. own.Take(at), .. rankArgs];
+                return await Task.Run(() => Launcher.Run(gpus, program, childArgs, Console.Out, Console.Error, null, cancellationToken), CancellationToken.None);
+            }
+            // ---- end data parallel ----
             host = Build(args);
         }
         catch (ArgumentException e)
@@ -116,21 +129,37 @@ public sealed class PretrainingService(IOptions<PretrainingOptions> options, ILo
     /// <inheritdoc/>
     protected override Task ExecuteAsync(CancellationToken stoppingToken) => Task.Run(() =>
     {
+        ProcessGroup? group = null;
+        string rank = "";
         try
         {
             var o = options.Value;
-            logger.LogInformation("Pretraining {Preset} on {Corpus}, output {Output}", o.Preset, string.Join(", ", o.Corpus), o.OutputDir);
-            var (model, train, eval) = dataFactory.Create(o, logger);
+            // ---- data parallel: RANK, WORLD_SIZE, … (torchrun's variables) make this process one rank of a job ----
+            var distributed = DistributedEnvironment.FromEnvironment();
+            rank = distributed.WorldSize > 1 ? $"rank {distributed.Rank}: " : "";
+            ILogger log = distributed.IsRoot ? logger : Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance;
+            // ---- end data parallel ----
+            log.LogInformation("Pretraining {Preset} on {Corpus}, output {Output}", o.Preset, string.Join(", ", o.Corpus), o.OutputDir);
+            var (model, train, eval) = dataFactory.Create(o, log);
             using (model)
-                new PretrainingRunner(o, logger).Run(model, train, eval, new ConsoleProgress(logger, o.LogInterval), stoppingToken);
+            {
+                // A rank whose training thread stays stuck after a failure (in a device wait) exits on its own.
+                group = ProcessGroup.Create(distributed, model.Backend,
+                    new ControlChannelOptions { ExitProcessAfterFailure = TimeSpan.FromSeconds(15) }, stoppingToken);
+                if (distributed.WorldSize > 1) log.LogInformation("Data parallel: {World} ranks ({Kind})", distributed.WorldSize, group.Kind);
+                new PretrainingRunner(o, logger, group).Run(model, train, eval, new ConsoleProgress(logger, o.LogInterval), stoppingToken);
+                group.Shutdown();
+            }
         }
         catch (Exception e) when (e is not OperationCanceledException)
         {
-            logger.LogError("{Message}", e.Message);
+            group?.ReportFailure(e.Message);
+            logger.LogError("{Rank}{Message}", rank, e.Message);
             ExitCode = 1;
         }
         finally
         {
+            group?.Dispose();
             lifetime.StopApplication();
         }
     }, CancellationToken.None);

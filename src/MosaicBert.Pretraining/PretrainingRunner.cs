@@ -2,6 +2,8 @@ using System.Diagnostics;
 using System.Globalization;
 using System.Text.Json;
 using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+using MosaicBert.Distributed;
 using MosaicBert.Model;
 using MosaicBert.Tensors;
 
@@ -37,7 +39,13 @@ public sealed record StepReport(long Step, long TotalSteps, double Loss, double?
 /// step on the Composer schedule, log, evaluate, checkpoint. Cancellation finishes the current step, writes a
 /// checkpoint and returns.
 /// </summary>
-public sealed class PretrainingRunner(PretrainingOptions options, ILogger logger)
+/// <remarks>
+/// Data parallel (<paramref name="group"/> of world size W; one process when null): the step's micro-batches, in the
+/// global order, are split between the ranks in contiguous runs (see <see cref="DataParallel"/>), the gradients are
+/// averaged over the ranks before clipping and the optimizer step, and rank 0 alone evaluates, reports progress,
+/// logs and writes metrics and checkpoints. Every rank loads the same checkpoint on resume.
+/// </remarks>
+public sealed class PretrainingRunner(PretrainingOptions options, ILogger logger, ProcessGroup? group = null)
 {
     /// <summary>Runs (or resumes) training; returns the last step completed.</summary>
     /// <param name="model">The model to train (freshly initialised; a checkpoint in the output directory overrides it).</param>
@@ -49,6 +57,12 @@ public sealed class PretrainingRunner(PretrainingOptions options, ILogger logger
         CancellationToken cancellationToken)
     {
         var o = options;
+        // ---- data parallel (world size 1 takes the same path; its collectives are the identity) ----
+        var world = group ?? new SingleProcessGroup();
+        var shard = DataParallel.Shard(o, world);
+        bool root = world.IsRoot;
+        var log = root ? logger : NullLogger.Instance;
+        // ---- end data parallel ----
         Directory.CreateDirectory(o.OutputDir);
         using var optimizer = new DecoupledAdamW(model, new AdamWOptions
         {
@@ -65,23 +79,25 @@ public sealed class PretrainingRunner(PretrainingOptions options, ILogger logger
             (step, samples) = (state.Step, state.SamplesSeen);
             tokens = long.Parse(state.Extra["tokens_seen"], CultureInfo.InvariantCulture);
             train.Position = state.Extra["data_position"];
-            ReadCurves(trainCurve, evalCurve, step);
-            logger.LogInformation("Resumed from {Checkpoint}: step {Step}, {Samples} samples, {Tokens} tokens", latest, step, samples, tokens);
+            if (root) ReadCurves(trainCurve, evalCurve, step);
+            log.LogInformation("Resumed from {Checkpoint}: step {Step}, {Samples} samples, {Tokens} tokens", latest, step, samples, tokens);
         }
-        int accumulation = o.GlobalBatchSize / o.MicroBatchSize;
+        DataParallel.Synchronize(world, model, step, samples, tokens);
+        var buckets = DataParallel.GradientBuckets(world, model);
+        int accumulation = o.GlobalBatchSize / o.MicroBatchSize; // micro-batches per step, over all ranks
         long totalSteps = o.MaxSteps ?? long.MaxValue;
         // The schedule runs on samples (Composer); with a token budget the run length is estimated from the first
         // batch's tokens per sample and the schedule is re-based each step on the tokens seen.
-        var metrics = new StreamWriter(Path.Combine(o.OutputDir, "metrics.jsonl"), append: true) { AutoFlush = true };
+        var metrics = root ? new StreamWriter(Path.Combine(o.OutputDir, "metrics.jsonl"), append: true) { AutoFlush = true } : null;
         using (metrics)
         {
-            if (step == 0)
+            if (step == 0 && metrics is not null)
             {
                 // The starting point of the curve: the untrained model's eval loss (≈ ln V).
                 double initial = Evaluate(model, eval);
                 evalCurve.Add(new CurvePoint(0, initial));
                 metrics.WriteLine(JsonSerializer.Serialize(new { step = 0L, samples = 0L, tokens = 0L, eval_loss = initial }));
-                logger.LogInformation("step 0: eval MLM loss {EvalLoss:F4}", initial);
+                log.LogInformation("step 0: eval MLM loss {EvalLoss:F4}", initial);
             }
             var clock = Stopwatch.StartNew();
             long startTokens = tokens, stepsThisRun = 0;
@@ -89,19 +105,33 @@ public sealed class PretrainingRunner(PretrainingOptions options, ILogger logger
             {
                 model.ZeroGradients();
                 double lossSum = 0;
-                long correct = 0, predicted = 0;
+                long correct = 0, predicted = 0, stepSamples = 0, stepTokens = 0;
                 bool measureAccuracy = (step + 1) % o.LogInterval == 0;
                 for (int micro = 0; micro < accumulation; micro++)
                 {
+                    if (!shard.Owns(micro))
+                    {
+                        DataParallel.Skip(train, o.MicroBatchSize); // another rank's micro-batch
+                        continue;
+                    }
                     var batch = train.Next(o.MicroBatchSize);
                     var encoder = batch.ToEncoderBatch();
                     if (encoder.MaskedTokens.Length == 0) continue; // nothing to predict (tiny corpora); counts as seen
                     var dropout = new DropoutSettings(unchecked((ulong)o.Seed * 0x9E3779B97F4A7C15UL ^ (ulong)(step * accumulation + micro)));
-                    lossSum += model.ForwardBackward(encoder, new TrainingObjective.MaskedLM(), dropout, 1f / accumulation);
+                    // Scaled by 1/(this rank's micro-batches): the average over the ranks makes it 1/accumulation.
+                    lossSum += model.ForwardBackward(encoder, new TrainingObjective.MaskedLM(), dropout, 1f / shard.MicroBatchesPerRank);
                     if (measureAccuracy) (correct, predicted) = Add((correct, predicted), Accuracy(model, encoder));
-                    samples += batch.BatchSize;
-                    tokens += batch.RealTokens;
+                    stepSamples += batch.BatchSize;
+                    stepTokens += batch.RealTokens;
                 }
+                // ---- data parallel: average the gradients, add up the step's statistics ----
+                buckets.ReduceAll();
+                Span<double> stats = [lossSum, stepSamples, stepTokens, correct, predicted];
+                world.AllReduceSum(stats);
+                (lossSum, correct, predicted) = (stats[0], (long)stats[3], (long)stats[4]);
+                samples += (long)stats[1];
+                tokens += (long)stats[2];
+                // ---- end data parallel ----
                 double norm = o.GradientClipNorm is double clip ? optimizer.ClipGradients(clip) : double.NaN;
                 float lr = LearningRate(o, samples - o.GlobalBatchSize, tokens, totalSteps);
                 optimizer.Step(lr);
@@ -109,11 +139,11 @@ public sealed class PretrainingRunner(PretrainingOptions options, ILogger logger
                 double loss = lossSum / accumulation;
                 trainCurve.Add(new CurvePoint(step, loss));
                 double? evalLoss = null;
-                if (step % o.EvalInterval == 0 || step == totalSteps)
+                if (root && (step % o.EvalInterval == 0 || step == totalSteps))
                 {
                     evalLoss = Evaluate(model, eval);
                     evalCurve.Add(new CurvePoint(step, evalLoss.Value));
-                    logger.LogInformation("step {Step}: eval MLM loss {EvalLoss:F4}", step, evalLoss);
+                    log.LogInformation("step {Step}: eval MLM loss {EvalLoss:F4}", step, evalLoss);
                 }
                 double elapsed = clock.Elapsed.TotalSeconds;
                 double tps = (tokens - startTokens) / Math.Max(elapsed, 1e-9);
@@ -122,8 +152,8 @@ public sealed class PretrainingRunner(PretrainingOptions options, ILogger logger
                     : TimeSpan.FromSeconds(elapsed / stepsThisRun * (totalSteps - step));
                 var report = new StepReport(step, totalSteps, loss, predicted > 0 ? (double)correct / predicted : null, lr, tps,
                     norm, clock.Elapsed, remaining, evalLoss);
-                progress?.Report(report);
-                if (step % o.LogInterval == 0 || evalLoss is not null)
+                if (root) progress?.Report(report);
+                if (metrics is not null && (step % o.LogInterval == 0 || evalLoss is not null))
                 {
                     metrics.WriteLine(JsonSerializer.Serialize(new
                     {
@@ -132,8 +162,8 @@ public sealed class PretrainingRunner(PretrainingOptions options, ILogger logger
                     }));
                     TrainingCurvePlot.Write(Path.Combine(o.OutputDir, "training-curve.svg"), $"MosaicBERT pretraining ({o.Preset})", trainCurve, evalCurve);
                 }
-                bool stopping = cancellationToken.IsCancellationRequested;
-                if (step % o.CheckpointInterval == 0 || step == totalSteps || stopping || (o.TokenBudget is long b && tokens >= b))
+                bool stopping = DataParallel.AnyRank(world, cancellationToken.IsCancellationRequested);
+                if (root && (step % o.CheckpointInterval == 0 || step == totalSteps || stopping || (o.TokenBudget is long b && tokens >= b)))
                 {
                     var path = TrainingCheckpoint.Save(checkpoints, model, optimizer, new TrainingCheckpoint.State(step, samples,
                         new Dictionary<string, string>
@@ -142,11 +172,11 @@ public sealed class PretrainingRunner(PretrainingOptions options, ILogger logger
                             ["data_position"] = train.Position,
                             ["seed"] = o.Seed.ToString(CultureInfo.InvariantCulture),
                         }), o.KeepCheckpoints);
-                    logger.LogInformation("step {Step}: checkpoint {Path}", step, path);
+                    log.LogInformation("step {Step}: checkpoint {Path}", step, path);
                 }
                 if (stopping)
                 {
-                    logger.LogInformation("Stopping at step {Step} as asked; resume by running the same command again", step);
+                    log.LogInformation("Stopping at step {Step} as asked; resume by running the same command again", step);
                     break;
                 }
             }
