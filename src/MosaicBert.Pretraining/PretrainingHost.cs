@@ -23,6 +23,9 @@ public static class PretrainingHost
     {
         var builder = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings { Args = [], ContentRootPath = Directory.GetCurrentDirectory() });
         builder.Configuration.AddEnvironmentVariables("MOSAICBERT_");
+        // Data parallel: rank 0 alone logs; the other ranks report warnings and errors only.
+        if (System.Environment.GetEnvironmentVariable("RANK") is { Length: > 0 } rank && rank.Trim() != "0")
+            builder.Logging.SetMinimumLevel(LogLevel.Warning);
         builder.Configuration.AddInMemoryCollection(ShortForms(args));
         builder.Services.AddOptions<PretrainingOptions>()
             .Bind(builder.Configuration.GetSection(PretrainingOptions.Section), b => b.ErrorOnUnknownConfiguration = true)

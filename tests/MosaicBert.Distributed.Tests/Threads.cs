@@ -13,7 +13,7 @@ internal static class Threads
     /// <summary>The rank's result, or its exception as thrown (not wrapped).</summary>
     public static T Join<T>(Task<T> task, TimeSpan? limit = null)
     {
-        if (!task.Wait(limit ?? TimeSpan.FromSeconds(60), TestContext.Current.CancellationToken) && !task.IsCompleted)
+        if (!((IAsyncResult)task).AsyncWaitHandle.WaitOne(limit ?? TimeSpan.FromSeconds(60)))
             throw new TimeoutException("an in-process rank did not finish in time");
         return task.GetAwaiter().GetResult();
     }
