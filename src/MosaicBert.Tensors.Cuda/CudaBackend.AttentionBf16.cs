@@ -72,14 +72,24 @@ public sealed partial class CudaBackend
         AttentionBf16Aligned(16, (qkv, nameof(qkv)), (context, nameof(context)), (dContext, nameof(dContext)), (dQkv, nameof(dQkv)));
         AttentionBf16Aligned(4, (cuSeqlens, nameof(cuSeqlens)), (positions, nameof(positions)), (slopes, nameof(slopes)),
             (logSumExp, nameof(logSumExp)), (scratch, nameof(scratch)));
-        Launch(Kernel(AttentionBf16File, "attention_bf16_backward_dq"), gridX, (uint)heads, AttentionBf16Threads, 0,
-            qkv, cuSeqlens, positions, slopes, scale, context, logSumExp, dContext, dQkv, scratch, heads, tilesPerSeq);
-        Launch(Kernel(AttentionBf16File, "attention_bf16_backward_dkv"), gridX, (uint)heads, AttentionBf16Threads, 0,
-            qkv, cuSeqlens, positions, slopes, scale, logSumExp, dContext, scratch, dQkv, heads, tilesPerSeq);
+        AttentionBf16BackwardDq(gridX, tilesPerSeq, qkv, cuSeqlens, positions, slopes, heads, scale, context, logSumExp, dContext, dQkv, scratch);
+        AttentionBf16BackwardDkv(gridX, tilesPerSeq, qkv, cuSeqlens, positions, slopes, heads, scale, logSumExp, dContext, dQkv, scratch);
     }
 
+    // The two passes of the backward, separately launchable for the benchmark's split timing. The dQ pass writes D_i
+    // into the scratch; the dK/dV pass reads it.
+    internal void AttentionBf16BackwardDq(uint gridX, int tilesPerSeq, ulong qkv, ulong cuSeqlens, ulong positions, ulong slopes,
+        int heads, float scale, ulong context, ulong logSumExp, ulong dContext, ulong dQkv, ulong scratch) =>
+        Launch(Kernel(AttentionBf16File, "attention_bf16_backward_dq"), gridX, (uint)heads, AttentionBf16Threads, 0,
+            qkv, cuSeqlens, positions, slopes, scale, context, logSumExp, dContext, dQkv, scratch, heads, tilesPerSeq);
+
+    internal void AttentionBf16BackwardDkv(uint gridX, int tilesPerSeq, ulong qkv, ulong cuSeqlens, ulong positions, ulong slopes,
+        int heads, float scale, ulong logSumExp, ulong dContext, ulong dQkv, ulong scratch) =>
+        Launch(Kernel(AttentionBf16File, "attention_bf16_backward_dkv"), gridX, (uint)heads, AttentionBf16Threads, 0,
+            qkv, cuSeqlens, positions, slopes, scale, logSumExp, dContext, scratch, dQkv, heads, tilesPerSeq);
+
     /// <summary>Grid x (sequences × tiles per sequence; 0 when there is nothing to do) and the tiles per sequence.</summary>
-    private static (uint GridX, int TilesPerSeq) AttentionBf16Grid(int tokens, int sequences, int maxSeqlen, int heads)
+    internal static (uint GridX, int TilesPerSeq) AttentionBf16Grid(int tokens, int sequences, int maxSeqlen, int heads)
     {
         if (tokens < 0 || sequences < 0 || maxSeqlen < 0)
             throw new ArgumentException($"bf16 attention: tokens {tokens}, sequences {sequences} and maxSeqlen {maxSeqlen} must not be negative.");

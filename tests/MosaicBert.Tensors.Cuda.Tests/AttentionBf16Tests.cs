@@ -179,11 +179,17 @@ public sealed class AttentionBf16Tests(ITestOutputHelper output)
                 ctxG.Address, G.Ptr(lseG));
             void Backward() => G.AttentionBf16Backward(qkvG.Address, G.Ptr(cuG), G.Ptr(posG), G.Ptr(slopesG), n, batch, 128, heads, 0.125f,
                 ctxG.Address, G.Ptr(lseG), dCtxG.Address, dQkvG.Address, G.Ptr(scratch));
+            var (gridX, tiles) = CudaBackend.AttentionBf16Grid(n, batch, 128, heads);
+            void DqPass() => G.AttentionBf16BackwardDq(gridX, tiles, qkvG.Address, G.Ptr(cuG), G.Ptr(posG), G.Ptr(slopesG), heads, 0.125f,
+                ctxG.Address, G.Ptr(lseG), dCtxG.Address, dQkvG.Address, G.Ptr(scratch));
+            void DkvPass() => G.AttentionBf16BackwardDkv(gridX, tiles, qkvG.Address, G.Ptr(cuG), G.Ptr(posG), G.Ptr(slopesG), heads, 0.125f,
+                G.Ptr(lseG), dCtxG.Address, dQkvG.Address, G.Ptr(scratch));
             double forwardMs = Time(Forward, iterations), backwardMs = Time(Backward, iterations);
+            double dqMs = Time(DqPass, iterations), dkvMs = Time(DkvPass, iterations);
             double forwardFlops = 4.0 * d * lengths.Sum(l => (double)l * l);
             string json = string.Create(CultureInfo.InvariantCulture,
                 $"{{\"bench\":\"attention_bf16\",\"device\":\"{G.Device.Name}\",\"lengths\":\"{kind}\",\"batch\":{batch},\"tokens\":{n},\"heads\":{heads},\"head_dim\":{HeadDim}," +
-                $"\"fwd_ms\":{forwardMs:F4},\"bwd_ms\":{backwardMs:F4},\"fwd_tflops\":{forwardFlops / forwardMs / 1e9:F1},\"bwd_tflops\":{2.5 * forwardFlops / backwardMs / 1e9:F1}," +
+                $"\"fwd_ms\":{forwardMs:F4},\"bwd_ms\":{backwardMs:F4},\"bwd_dq_pass_ms\":{dqMs:F4},\"bwd_dkv_pass_ms\":{dkvMs:F4},\"fwd_tflops\":{forwardFlops / forwardMs / 1e9:F1},\"bwd_tflops\":{2.5 * forwardFlops / backwardMs / 1e9:F1}," +
                 $"\"bert_base_12_layers_fwd_bwd_ms\":{12 * (forwardMs + backwardMs):F3},\"backward\":\"deterministic: dQ kernel per query tile, then dK/dV kernel per key tile\"}}");
             Console.WriteLine(json);
             output.WriteLine(json);
