@@ -3,9 +3,9 @@
 B = 256 sequences padded to 128, 12 heads of 64, bf16: F.scaled_dot_product_attention with an additive bias
 [B, 12, 128, 128] = ALiBi (-slope_h * |i - j|) plus -inf on padded keys (ragged lengths uniform in 16..128). A bias
 rules out the flash backend; the profiler's kernel names say which backend ran, for the dispatcher's own choice and
-for each fused backend forced in turn. Prints one JSON
-line per batch and backend: forward and backward milliseconds and TFLOP/s counted like ours (4 * d * sum(len^2) forward, 2.5x that
-backward), i.e. on the real tokens, not the padding.
+for each fused backend forced in turn. Prints one JSON line per batch and backend: forward and backward milliseconds
+and TFLOP/s counted like ours (4 * d * sum(len^2) forward, 2.5x that backward), i.e. on the real tokens, not the
+padding.
 
 Usage: python3 tests/reference/bench_attention_torch.py
 """

@@ -225,7 +225,8 @@ __forceinline__ bool tile_info(const int* cu, int tilesPerSeq, TileInfo& ti)
 // ---- forward ----
 
 // Block (query tile, head). K/V tiles are double-buffered: the copy of tile kt+1 runs while tile kt is computed.
-extern "C" __global__ void __launch_bounds__(THREADS) attention_bf16_forward(const bf16* __restrict__ qkv,
+// At most 128 registers (4 blocks per SM instead of 3; a few bytes spill): 2% faster at B = 256, S = 128 on an H100.
+extern "C" __global__ void __launch_bounds__(THREADS, 4) attention_bf16_forward(const bf16* __restrict__ qkv,
     const int* __restrict__ cu, const int* __restrict__ pos, const float* __restrict__ slopes, float scale,
     bf16* __restrict__ ctx, float* __restrict__ lse, int heads, int tilesPerSeq)
 {
