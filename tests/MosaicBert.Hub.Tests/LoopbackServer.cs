@@ -47,10 +47,14 @@ public sealed class LoopbackServer : IDisposable
 
     public ConcurrentQueue<RecordedRequest> Requests { get; } = new();
 
-    /// <summary>Routes requests whose path starts with <paramref name="prefix"/> (longest prefix wins).</summary>
+    /// <summary>Routes requests whose path starts with <paramref name="prefix"/> (longest prefix wins; mapping a prefix again replaces its handler).</summary>
     public void Map(string prefix, Action<HttpListenerContext> handler)
     {
-        lock (_routes) _routes.Add((prefix, handler));
+        lock (_routes)
+        {
+            _routes.RemoveAll(r => r.Prefix == prefix);
+            _routes.Add((prefix, handler));
+        }
     }
 
     /// <summary>Serves fixed bytes at a path (GET and HEAD; 404 elsewhere).</summary>
