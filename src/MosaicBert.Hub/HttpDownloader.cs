@@ -82,7 +82,7 @@ internal sealed class HttpDownloader : IDisposable
     public async Task DownloadAsync(Uri url, string? token, string partialPath, string finalPath, long? expectedSize, string displayName,
         IProgress<DownloadProgress>? progress, int maxAttempts, Func<HttpResponseMessage, Uri, Exception> describeError, CancellationToken cancellationToken)
     {
-        Exception? last = null;
+        Exception? last = null, fatal = null;
         long kept = 0;
         for (var attempt = 1; attempt <= maxAttempts; attempt++)
         {
@@ -109,6 +109,7 @@ internal sealed class HttpDownloader : IDisposable
                     {
                         var error = describeError(response, source);
                         if ((int)response.StatusCode is >= 500 or 429) throw new TransientDownloadException(error.Message, error);
+                        fatal = error;
                         throw error;
                     }
                     if (response.StatusCode == HttpStatusCode.PartialContent)
@@ -141,7 +142,7 @@ internal sealed class HttpDownloader : IDisposable
                     return;
                 }
             }
-            catch (Exception ex) when (!cancellationToken.IsCancellationRequested && IsTransient(ex))
+            catch (Exception ex) when (!cancellationToken.IsCancellationRequested && !ReferenceEquals(ex, fatal) && IsTransient(ex))
             {
                 last = ex;
                 kept = file.Length;
