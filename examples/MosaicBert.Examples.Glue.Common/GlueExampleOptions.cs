@@ -50,7 +50,7 @@ public sealed class GlueExampleOptions
     public static string Usage(string program, bool runner) => $$"""
         usage: {{program}} [options]
           --data-dir DIR       GLUE folder holding CoLA/, SST-2/, ... (default: $GLUE_DIR, else ../shared/datasets/glue)
-          --model PATH         checkpoint directory (config.json, model.safetensors, vocab.txt) or model zip to fine-tune
+          --model PATH         checkpoint directory (config.json, model.safetensors, vocab.txt), model zip or hf://org/name[@rev] to fine-tune
           --preset NAME        train from scratch instead: tiny, mini (default), small, medium, base, large
           --vocab FILE         vocab.txt (default: the model's, else ../shared/datasets/vocab/bert-base-uncased-vocab.txt)
           --epochs N           passes over the training rows (default: the recipe's for --model, 2 from scratch)

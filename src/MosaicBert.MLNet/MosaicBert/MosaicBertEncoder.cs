@@ -63,19 +63,20 @@ internal sealed class MosaicBertEncoder : IDisposable
         string? extracted = null;
         try
         {
-            string? directory = null;
+            string? directory = null, hubVocab = null;
             if (options.ModelPath is { } path)
             {
-                if (Directory.Exists(path)) directory = path;
+                if (MosaicBert.Hub.HubReference.IsHubPath(path)) (directory, hubVocab) = HubModelSource.ResolveModel(context, path, options.Hub, component);
+                else if (Directory.Exists(path)) directory = path;
                 else if (File.Exists(path)) directory = extracted = ModelArchive.ExtractModelDirectory(path);
                 else throw new FileNotFoundException($"{component}: ModelPath '{path}' is neither a checkpoint directory nor a model zip.", path);
             }
-            var vocab = options.VocabPath
+            var vocab = HubModelSource.ResolveFile(options.VocabPath, options.Hub, component) ?? hubVocab
                 ?? (directory is not null && File.Exists(Path.Combine(directory, VocabFileName)) ? Path.Combine(directory, VocabFileName) : null)
                 ?? throw new ArgumentException(directory is null
                     ? $"{component}: VocabPath is required for a model made from a preset or configuration."
-                    : $"{component}: '{options.ModelPath}' has no {VocabFileName}; set VocabPath.");
-            var tokenizer = BertTokenizer.Create(vocab);
+                    : $"{component}: '{options.ModelPath}' has no {VocabFileName}{(hubVocab is null && directory is not null && MosaicBert.Hub.HubReference.IsHubPath(options.ModelPath) ? " or tokenizer.json; set VocabPath (MosaicBERT checkpoints use bert-base-uncased's: " + HubModelSource.BertBaseUncasedVocab + ")" : "; set VocabPath")}.");
+            var tokenizer = HubModelSource.CreateTokenizer(vocab);
             var model = directory is null
                 ? FromScratch(options, tokenizer, heads, numLabels, seed, backend)
                 : FromCheckpoint(directory, heads, numLabels, seed, backend);
