@@ -11,11 +11,12 @@ namespace MosaicBert.Devices.Tests;
 /// both objectives, and the losses of 10 AdamW steps. GEMMs sum in another order on the GPU, so results agree to fp32
 /// rounding, not bitwise.
 /// </summary>
-/// <remarks>Tolerances, as fractions of each tensor's largest magnitude: activations and logits 3e-5 (the per-op
-/// tolerances are 1e-5 for GEMMs and 2e-5 to 3e-5 for attention); gradients 1e-4; losses 1e-5 relative.</remarks>
+/// <remarks>Tolerances, as fractions of each tensor's largest magnitude: activations and logits 5e-6, gradients 1e-5;
+/// losses 1e-6 relative, and 1e-5 over 10 AdamW steps. Measured on an H100: worst activation 5.5e-7 (layer 1's MLP
+/// output), worst gradient 6.8e-7, losses of one step equal, of 10 AdamW steps within 9.2e-8.</remarks>
 public sealed class ModelParityTests
 {
-    private const double ActivationTolerance = 3e-5, GradientTolerance = 1e-4, LossTolerance = 1e-5;
+    private const double ActivationTolerance = 5e-6, GradientTolerance = 1e-5, LossTolerance = 1e-6, AdamWLossTolerance = 1e-5;
     private static readonly CpuBackend s_cpu = new(threads: Math.Min(Environment.ProcessorCount, 8));
     private static readonly MosaicBertConfig s_tiny = MosaicBertConfig.Preset("tiny") with { NumLabels = 3 };
     private const ModelHeads Heads = ModelHeads.MaskedLM | ModelHeads.SequenceClassification;
@@ -141,7 +142,7 @@ public sealed class ModelParityTests
                     norms[i] = optimizer.ClipGradients(1.0);
                     optimizer.Step(lr);
                 }
-                Compare.Relative(losses[0], losses[1], LossTolerance, $"AdamW step {step + 1} loss");
+                Compare.Relative(losses[0], losses[1], AdamWLossTolerance, $"AdamW step {step + 1} loss");
                 Compare.Relative(norms[0], norms[1], GradientTolerance, $"AdamW step {step + 1} gradient norm");
             }
         }
