@@ -71,4 +71,23 @@ public sealed class DeviceOptionTests
         Assert.Equal(LogLevel.Warning, level);
         Assert.StartsWith("Device cuda:0 cannot be used (no CUDA", message);
     }
+
+    [Fact]
+    public async Task ThePretrainHostExitsWithOneWhenCudaCannotBeUsed()
+    {
+        if (CudaBackend.IsAvailable(out _)) Assert.Skip("a CUDA GPU is usable here, so the no-GPU path cannot be exercised");
+        var output = Directory.CreateTempSubdirectory("mosaicbert-device-host-");
+        try
+        {
+            // The device is opened before the vocabulary and corpus are read, so any existing files pass validation here.
+            int code = await PretrainingHost.RunAsync(["--Vocab", typeof(DeviceOptionTests).Assembly.Location, "--Corpus", AppContext.BaseDirectory,
+                "--OutputDir", output.FullName, "--MaxSteps", "1", "--Device", "cuda"], TestContext.Current.CancellationToken);
+            Assert.Equal(1, code);
+            Assert.False(Directory.Exists(Path.Combine(output.FullName, "checkpoints")));
+        }
+        finally
+        {
+            output.Delete(recursive: true);
+        }
+    }
 }

@@ -112,7 +112,8 @@ internal sealed class MosaicBertEncoder : IDisposable
         model.InitializeWeights(seed);
         foreach (var p in model.Layout.Parameters)
         {
-            if (!p.Name.StartsWith("classifier.", StringComparison.Ordinal)) model.SetParameter(p.Name, loaded.GetParameter(p.Name));
+            // A copy on the device itself (no host round trip when the backend is a GPU).
+            if (!p.Name.StartsWith("classifier.", StringComparison.Ordinal)) backend.Copy(loaded.Parameter(p.Name), model.Parameter(p.Name));
         }
         return model;
     }
