@@ -139,7 +139,8 @@ internal static class CliApp
     {
         var command = new Command("pretrain",
             "Pretrain a MosaicBERT encoder (MLM, 30% masking) on a corpus. Options are the host's: --Vocab V --Corpus C " +
-            "[--Corpus C2] --OutputDir DIR --MaxSteps N [--Preset tiny] [--GlobalBatchSize 256] [--MicroBatchSize 32] ..., " +
+            "[--Corpus C2] --OutputDir DIR --MaxSteps N [--Preset tiny] [--GlobalBatchSize 256] [--MicroBatchSize 32] " +
+            "[--Device cpu|cuda|cuda:N] [--AllowCpuFallback true] ..., " +
             "or an appsettings.json \"Pretraining\" section. Running it again resumes from the last checkpoint.")
         {
             TreatUnmatchedTokensAsErrors = false,
