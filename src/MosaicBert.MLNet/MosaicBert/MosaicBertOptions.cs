@@ -1,3 +1,4 @@
+using MosaicBert.Devices;
 using MosaicBert.Model;
 
 namespace MosaicBert.ML.Transforms;
@@ -54,8 +55,18 @@ public abstract class MosaicBertModelOptions
     /// <summary>Rows per forward pass (and per optimizer step when training).</summary>
     public int BatchSize { get; set; } = 32;
 
-    /// <summary>"cpu". ("cuda" is refused with <see cref="NotSupportedException"/> until the CUDA backend ships.)</summary>
-    public string Device { get; set; } = "cpu";
+    /// <summary>Where the model runs: "cpu", "cuda" (GPU 0) or "cuda:N". Null (the default) follows the context, as
+    /// ML.NET does: <see cref="MLContext.GpuDeviceId"/> N gives "cuda:N", none gives "cpu". A GPU that cannot be used
+    /// makes Fit fail saying why, unless the CPU fallback is allowed (<see cref="AllowCpuFallback"/>, or
+    /// <see cref="MLContext.FallbackToCpu"/> when the GPU came from the context).</summary>
+    public string? Device { get; set; }
+
+    /// <summary>When <see cref="Device"/> names a GPU that cannot be used here (no driver, no device, no NVRTC or
+    /// cuBLASLt), run on the CPU with a warning in <see cref="MLContext.Log"/> instead of failing. Default false.</summary>
+    public bool AllowCpuFallback { get; set; }
+
+    /// <summary>Arithmetic: "fp32" (default), or "bf16" where the build has it.</summary>
+    public string Precision { get; set; } = "fp32";
 
     /// <summary>CPU threads for the kernels; null for all cores.</summary>
     public int? Threads { get; set; }
@@ -74,7 +85,10 @@ public abstract class MosaicBertModelOptions
         if (MaxSequenceLength < 5) throw new ArgumentOutOfRangeException(nameof(MaxSequenceLength), MaxSequenceLength, $"{component}: MaxSequenceLength must be at least 5 (room for [CLS] a [SEP] b [SEP]).");
         if (BatchSize <= 0) throw new ArgumentOutOfRangeException(nameof(BatchSize), BatchSize, $"{component}: BatchSize must be positive.");
         if (Threads is <= 0) throw new ArgumentOutOfRangeException(nameof(Threads), Threads, $"{component}: Threads must be positive (or null for all cores).");
-        MosaicBertEncoder.CheckDevice(Device, component);
+        var device = DeviceSpec.Cpu;
+        if (Device is not null && !DeviceSpec.TryParse(Device, out device, out string deviceError)) throw new ArgumentException($"{component}: {deviceError}");
+        if (!ComputePrecisions.TryParse(Precision, out var precision, out string precisionError)) throw new ArgumentException($"{component}: {precisionError}");
+        if (!BackendFactory.IsSupported(precision, device, out string unsupported)) throw new NotSupportedException($"{component}: {unsupported}");
     }
 }
 
