@@ -1,4 +1,5 @@
 using System.Globalization;
+using MosaicBert.Devices;
 using MosaicBert.ML.Glue;
 
 namespace MosaicBert.Examples.Glue;
@@ -39,6 +40,15 @@ public sealed class GlueExampleOptions
 
     public int? Threads { get; set; }
 
+    /// <summary>cpu (default), cuda or cuda:N.</summary>
+    public string Device { get; set; } = "cpu";
+
+    /// <summary>Run on the CPU (with a warning) when the GPU asked for cannot be used.</summary>
+    public bool AllowCpuFallback { get; set; }
+
+    /// <summary>fp32 (default), or bf16 where the build has it.</summary>
+    public string Precision { get; set; } = "fp32";
+
     public int Seed { get; set; } = 19; // the recipe's default seed
 
     /// <summary>The model zip to write; null: runs/glue/TASK/model.zip.</summary>
@@ -50,7 +60,7 @@ public sealed class GlueExampleOptions
     public static string Usage(string program, bool runner) => $$"""
         usage: {{program}} [options]
           --data-dir DIR       GLUE folder holding CoLA/, SST-2/, ... (default: $GLUE_DIR, else ../shared/datasets/glue)
-          --model PATH         checkpoint directory (config.json, model.safetensors, vocab.txt) or model zip to fine-tune
+          --model PATH         checkpoint directory (config.json, model.safetensors, vocab.txt), model zip or hf://org/name[@rev] to fine-tune
           --preset NAME        train from scratch instead: tiny, mini (default), small, medium, base, large
           --vocab FILE         vocab.txt (default: the model's, else ../shared/datasets/vocab/bert-base-uncased-vocab.txt)
           --epochs N           passes over the training rows (default: the recipe's for --model, 2 from scratch)
@@ -62,6 +72,9 @@ public sealed class GlueExampleOptions
           --eval-limit N       evaluate on the first N dev rows
           --eval-every N       also validate every N steps (the best parameters on dev are kept)
           --threads N          CPU threads (default: all cores)
+          --device D           cpu (default), cuda (GPU 0) or cuda:N
+          --allow-cpu-fallback run on the CPU, with a warning, when the GPU asked for cannot be used
+          --precision P        fp32 (default); bf16 where the build has it
           --seed N             seed (default 19)
           --output FILE        model zip to write (default runs/glue/TASK/model.zip){{(runner ? "\n  --tasks LIST         comma-separated tasks, e.g. cola,sst2,stsb (default: all whose data is present)" : "")}}
         """;
@@ -89,6 +102,15 @@ public sealed class GlueExampleOptions
                 case "--eval-limit": o.EvalLimit = Int(); break;
                 case "--eval-every": o.EvalEvery = Int(); break;
                 case "--threads": o.Threads = Int(); break;
+                case "--device":
+                    o.Device = Value();
+                    if (!DeviceSpec.TryParse(o.Device, out _, out var deviceError, "--device")) throw new ArgumentException(deviceError);
+                    break;
+                case "--allow-cpu-fallback": o.AllowCpuFallback = true; break;
+                case "--precision":
+                    o.Precision = Value();
+                    if (!ComputePrecisions.TryParse(o.Precision, out _, out var precisionError, "--precision")) throw new ArgumentException(precisionError);
+                    break;
                 case "--seed": o.Seed = Int(); break;
                 case "--output": o.OutputPath = Value(); break;
                 case "--lr":

@@ -91,7 +91,7 @@ public static class GlueTaskApp
             Console.Error.WriteLine(e.Message);
             return 2;
         }
-        catch (Exception e) when (e is ArgumentException or FileNotFoundException or FormatException or NotSupportedException)
+        catch (Exception e) when (e is ArgumentException or FileNotFoundException or FormatException or NotSupportedException or MosaicBert.Devices.DeviceUnavailableException)
         {
             Console.Error.WriteLine(e.Message);
             return 1;
@@ -150,6 +150,9 @@ public static class GlueTaskApp
             t.MaxSequenceLength = o.MaxLength;
             t.EvaluationInterval = o.EvalEvery ?? 0;
             t.Threads = o.Threads;
+            t.Device = o.Device;
+            t.AllowCpuFallback = o.AllowCpuFallback;
+            t.Precision = o.Precision;
             t.Seed = o.Seed;
             t.Sentence1ColumnName = "Sentence1";
             t.Sentence2ColumnName = info.IsSentencePair ? "Sentence2" : null;
@@ -159,7 +162,7 @@ public static class GlueTaskApp
 
         var trainRows = (int)train.GetRowCount()!.Value;
         output.WriteLine($"== {info.Name}: {(scratch ? $"preset {o.Preset ?? DefaultPreset} from scratch (random weights)" : $"fine-tuning {o.ModelPath}")}, " +
-            $"{trainRows} training rows, dev {string.Join(" + ", devs.Select(d => d.Data.GetRowCount()))} rows ==");
+            $"{trainRows} training rows, dev {string.Join(" + ", devs.Select(d => d.Data.GetRowCount()))} rows, device {o.Device} ==");
         var clock = Stopwatch.StartNew();
         ITransformer model;
         if (info.IsRegression)

@@ -68,6 +68,7 @@ internal static class CliApp
         root.Subcommands.Add(BuildTokenizeCommand(stdin, stdout, stderr, cancellationToken));
         root.Subcommands.Add(BuildForwardCommand(stderr));
         root.Subcommands.Add(BuildPretrainCommand(cancellationToken));
+        root.Subcommands.Add(DownloadCommand.Build(stdoutText, stderr, cancellationToken));
         var vocab = new Command("vocab", "Work with WordPiece vocabularies (vocab.txt).");
         vocab.Subcommands.Add(BuildTrainCommand(stdoutText, stderr, cancellationToken));
         root.Subcommands.Add(vocab);
@@ -124,12 +125,14 @@ internal static class CliApp
             Required = true,
         };
         var threads = NullableIntOption("--threads", "CPU threads (default: all cores).", 1);
+        var (device, precision, fallback) = DeviceOptions();
         var command = new Command("forward", "Run a model on a batch: last hidden states and logits, as Hugging Face returns them.")
         {
-            model, input, output, threads,
+            model, input, output, device, precision, fallback, threads,
         };
         command.SetAction(parseResult => ForwardCommand.Run(parseResult.GetRequiredValue(model), parseResult.GetRequiredValue(input),
-            parseResult.GetRequiredValue(output), parseResult.GetValue(threads), stderr));
+            parseResult.GetRequiredValue(output), parseResult.GetValue(device)!, parseResult.GetValue(precision)!, parseResult.GetValue(fallback),
+            parseResult.GetValue(threads), stderr));
         return command;
     }
 
@@ -137,7 +140,8 @@ internal static class CliApp
     {
         var command = new Command("pretrain",
             "Pretrain a MosaicBERT encoder (MLM, 30% masking) on a corpus. Options are the host's: --Vocab V --Corpus C " +
-            "[--Corpus C2] --OutputDir DIR --MaxSteps N [--Preset tiny] [--GlobalBatchSize 256] [--MicroBatchSize 32] ..., " +
+            "[--Corpus C2] --OutputDir DIR --MaxSteps N [--Preset tiny] [--GlobalBatchSize 256] [--MicroBatchSize 32] " +
+            "[--Device cpu|cuda|cuda:N] [--AllowCpuFallback true] ..., " +
             "or an appsettings.json \"Pretraining\" section. Running it again resumes from the last checkpoint.")
         {
             TreatUnmatchedTokensAsErrors = false,
@@ -175,6 +179,38 @@ internal static class CliApp
             parseResult.GetValue(lowercase), parseResult.GetValue(minFrequency), parseResult.GetValue(threads),
             stdout, stderr, cancellationToken));
         return command;
+    }
+
+    /// <summary>
+    /// --device, --precision and --allow-cpu-fallback: a malformed device or precision is a usage error (exit 2); a
+    /// well-formed one that cannot run here is reported by the verb (exit 1, with the reason).
+    /// </summary>
+    private static (Option<string> Device, Option<string> Precision, Option<bool> AllowCpuFallback) DeviceOptions()
+    {
+        var device = new Option<string>("--device")
+        {
+            Description = "Where to run: cpu, cuda (GPU 0) or cuda:N (default cpu).",
+            HelpName = "cpu|cuda|cuda:N",
+            DefaultValueFactory = _ => "cpu",
+        };
+        device.Validators.Add(result =>
+        {
+            if (!MosaicBert.Devices.DeviceSpec.TryParse(result.GetValueOrDefault<string>(), out _, out string error, "--device"))
+                result.AddError(error);
+        });
+        var precision = new Option<string>("--precision")
+        {
+            Description = "Arithmetic: fp32 (default) or bf16 (CUDA, when the build has it).",
+            HelpName = "fp32|bf16",
+            DefaultValueFactory = _ => "fp32",
+        };
+        precision.Validators.Add(result =>
+        {
+            if (!MosaicBert.Devices.ComputePrecisions.TryParse(result.GetValueOrDefault<string>(), out _, out string error, "--precision"))
+                result.AddError(error);
+        });
+        var fallback = BoolOption("--allow-cpu-fallback", "When CUDA is asked for but unusable here, run on the CPU (with a warning) instead of failing.", false);
+        return (device, precision, fallback);
     }
 
     /// <summary>An int option whose bad values ("abc", below the minimum) are usage errors with a clear message.</summary>

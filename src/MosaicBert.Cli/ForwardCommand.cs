@@ -1,6 +1,7 @@
 using MosaicBert.Checkpoints;
+using MosaicBert.Devices;
 using MosaicBert.Model;
-using MosaicBert.Tensors.Cpu;
+using MosaicBert.Tensors;
 
 namespace MosaicBert.Cli;
 
@@ -15,13 +16,17 @@ internal static class ForwardCommand
     /// <param name="inputPath">int64 input_ids [B,S]; optional attention_mask and token_type_ids of the same shape.</param>
     /// <param name="outputPath">Receives last_hidden_state [B,S,H] (zeros at padding) and logits ([B,S,V] for a masked
     /// LM, [B,num_labels] for sequence classification); written atomically.</param>
+    /// <param name="device">Where to run: "cpu", "cuda" or "cuda:N" (see <see cref="DeviceSpec"/>).</param>
+    /// <param name="precision">"fp32" (or "bf16" where the build has it).</param>
+    /// <param name="allowCpuFallback">Run on the CPU, with a warning, when CUDA is asked for but unusable.</param>
     /// <param name="threads">CPU threads; null for all cores.</param>
     /// <param name="stderr">Where the summary goes.</param>
-    public static int Run(string modelDir, string inputPath, string outputPath, int? threads, TextWriter stderr)
+    public static int Run(string modelDir, string inputPath, string outputPath, string device, string precision, bool allowCpuFallback,
+        int? threads, TextWriter stderr)
     {
         try
         {
-            return RunCore(modelDir, inputPath, outputPath, threads, stderr);
+            return RunCore(modelDir, inputPath, outputPath, device, precision, allowCpuFallback, threads, stderr);
         }
         catch (CliException e)
         {
@@ -30,15 +35,17 @@ internal static class ForwardCommand
         }
     }
 
-    private static int RunCore(string modelDir, string inputPath, string outputPath, int? threads, TextWriter stderr)
+    private static int RunCore(string modelDir, string inputPath, string outputPath, string device, string precision, bool allowCpuFallback,
+        int? threads, TextWriter stderr)
     {
         if (!Directory.Exists(modelDir)) throw new CliException($"{modelDir}: model directory not found");
         if (!File.Exists(inputPath)) throw new CliException($"{inputPath}: input file not found");
         var started = System.Diagnostics.Stopwatch.StartNew();
+        using var backend = CreateBackend(device, precision, allowCpuFallback, threads, stderr);
         MosaicBertModel model;
         try
         {
-            model = PretrainedModel.Load(modelDir, new CpuBackend(threads));
+            model = PretrainedModel.Load(modelDir, backend);
         }
         catch (Exception e) when (e is CheckpointFormatException or IOException or UnauthorizedAccessException)
         {
@@ -99,12 +106,26 @@ internal static class ForwardCommand
             {
                 throw new CliException($"{outputPath}: cannot write: {e.Message}");
             }
-            stderr.WriteLine($"wrote {outputPath}: {model.Config.Architecture} {model.Layout.Heads}, batch {b}×{s}, {batch.TokenCount} tokens, {started.Elapsed.TotalSeconds:F2} s");
+            stderr.WriteLine($"wrote {outputPath}: {model.Config.Architecture} {model.Layout.Heads}, batch {b}×{s}, {batch.TokenCount} tokens, {started.Elapsed.TotalSeconds:F2} s on {BackendFactory.Describe(backend)}");
             return ExitCodes.Success;
         }
     }
 
-    private static float[] Download(MosaicBertModel model, MosaicBert.Tensors.Tensor t)
+    /// <summary>The backend of <c>--device</c>; an unusable device or precision is an input error naming the reason.</summary>
+    internal static Backend CreateBackend(string device, string precision, bool allowCpuFallback, int? threads, TextWriter stderr)
+    {
+        try
+        {
+            return BackendFactory.Create(DeviceSpec.Parse(device, "--device"), ComputePrecisions.Parse(precision, "--precision"), threads,
+                allowCpuFallback, DeviceOptionNames.CommandLine, message => stderr.WriteLine($"warning: {message}"));
+        }
+        catch (Exception e) when (e is DeviceUnavailableException or NotSupportedException or ArgumentException)
+        {
+            throw new CliException(e.Message);
+        }
+    }
+
+    private static float[] Download(MosaicBertModel model, Tensor t)
     {
         var host = new float[t.Length];
         model.Backend.Download(t, host);

@@ -1,8 +1,8 @@
 using Microsoft.Extensions.Logging;
 using MosaicBert.Data;
 using MosaicBert.Data.Pretraining;
+using MosaicBert.Devices;
 using MosaicBert.Model;
-using MosaicBert.Tensors.Cpu;
 using MosaicBert.Tokenizers;
 
 namespace MosaicBert.Pretraining;
@@ -17,33 +17,55 @@ public sealed class CorpusDataFactory : IPretrainingDataFactory
     /// <inheritdoc/>
     public (MosaicBertModel Model, IMlmBatchSource Train, IReadOnlyList<MlmBatch> Eval) Create(PretrainingOptions o, ILogger logger)
     {
-        var tokenizer = BertTokenizer.Create(o.Vocab);
-        var corpus = new TextCorpus(o.Corpus);
-        var cache = TokenCache.OpenOrBuild(corpus, tokenizer, new TokenCacheOptions { MaxLength = o.SequenceLength, Packing = o.Packing });
-        var built = cache.BuildResult;
-        if (built is not null)
-            logger.LogInformation(built.Reused
-                ? "Token cache reused: {Samples} samples, {Tokens} tokens"
-                : "Token cache built: {Samples} samples, {Tokens} tokens, {MBps:F1} MB/s of text", built.Samples, built.Tokens, built.TextMegabytesPerSecond);
-        if (cache.Count <= o.EvalSamples)
-            throw new InvalidOperationException($"The corpus gives {cache.Count} samples; EvalSamples ({o.EvalSamples}) must leave some for training.");
-        var split = TrainEvalSplit.ByCount(cache.Count, o.EvalSamples, seed: 0);
-        var sampler = new PretrainingSampler(split.Train, (ulong)o.Seed);
-        var train = new PretrainingBatcher(cache, sampler,
-            MlmMasker.ForTokenizer(tokenizer, o.MaskingRatio, (ulong)o.Seed), tokenizer.PaddingTokenId, maxDegreeOfParallelism: o.Threads);
-        var eval = PretrainingBatcher.EvalBatches(cache, split.Eval, MlmMasker.ForTokenizer(tokenizer, o.EvalMaskingRatio, 0),
-            tokenizer.PaddingTokenId, o.MicroBatchSize).Select(Convert).ToList();
+        // The device first: a GPU that cannot be used fails the run before minutes of tokenization.
+        var backend = CreateBackend(o, logger);
+        try
+        {
+            var tokenizer = BertTokenizer.Create(o.Vocab);
+            var corpus = new TextCorpus(o.Corpus);
+            var cache = TokenCache.OpenOrBuild(corpus, tokenizer, new TokenCacheOptions { MaxLength = o.SequenceLength, Packing = o.Packing });
+            var built = cache.BuildResult;
+            if (built is not null)
+                logger.LogInformation(built.Reused
+                    ? "Token cache reused: {Samples} samples, {Tokens} tokens"
+                    : "Token cache built: {Samples} samples, {Tokens} tokens, {MBps:F1} MB/s of text", built.Samples, built.Tokens, built.TextMegabytesPerSecond);
+            if (cache.Count <= o.EvalSamples)
+                throw new InvalidOperationException($"The corpus gives {cache.Count} samples; EvalSamples ({o.EvalSamples}) must leave some for training.");
+            var split = TrainEvalSplit.ByCount(cache.Count, o.EvalSamples, seed: 0);
+            var sampler = new PretrainingSampler(split.Train, (ulong)o.Seed);
+            var train = new PretrainingBatcher(cache, sampler,
+                MlmMasker.ForTokenizer(tokenizer, o.MaskingRatio, (ulong)o.Seed), tokenizer.PaddingTokenId, maxDegreeOfParallelism: o.Threads);
+            var eval = PretrainingBatcher.EvalBatches(cache, split.Eval, MlmMasker.ForTokenizer(tokenizer, o.EvalMaskingRatio, 0),
+                tokenizer.PaddingTokenId, o.MicroBatchSize).Select(Convert).ToList();
 
-        var config = o.ModelConfig is not null
-            ? MosaicBertConfig.FromJson(File.ReadAllText(o.ModelConfig), o.ModelConfig)
-            : MosaicBertConfig.Preset(o.Preset) with { VocabSize = (tokenizer.Vocabulary.Count + 63) / 64 * 64 };
-        if (config.VocabSize < tokenizer.Vocabulary.Count)
-            throw new InvalidOperationException($"The model's vocab_size {config.VocabSize} is smaller than the tokenizer's {tokenizer.Vocabulary.Count} tokens.");
-        var model = new MosaicBertModel(config, ModelHeads.MaskedLM, new CpuBackend(o.Threads));
-        model.InitializeWeights(o.Seed);
-        logger.LogInformation("Model: {Architecture}, {Layers} layers, d={Hidden}, {Parameters:N0} parameters",
-            config.Architecture, config.NumHiddenLayers, config.HiddenSize, model.Layout.Count);
-        return (model, new BatcherSource(train, sampler), eval);
+            var config = o.ModelConfig is not null
+                ? MosaicBertConfig.FromJson(File.ReadAllText(o.ModelConfig), o.ModelConfig)
+                : MosaicBertConfig.Preset(o.Preset) with { VocabSize = (tokenizer.Vocabulary.Count + 63) / 64 * 64 };
+            if (config.VocabSize < tokenizer.Vocabulary.Count)
+                throw new InvalidOperationException($"The model's vocab_size {config.VocabSize} is smaller than the tokenizer's {tokenizer.Vocabulary.Count} tokens.");
+            var model = new MosaicBertModel(config, ModelHeads.MaskedLM, backend);
+            model.InitializeWeights(o.Seed);
+            logger.LogInformation("Model: {Architecture}, {Layers} layers, d={Hidden}, {Parameters:N0} parameters, on {Device}, {Precision}",
+                config.Architecture, config.NumHiddenLayers, config.HiddenSize, model.Layout.Count, BackendFactory.Describe(backend), o.Precision);
+            return (model, new BatcherSource(train, sampler), eval);
+        }
+        catch
+        {
+            backend.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>The backend of the options' Device and Precision (CPU fallback only when AllowCpuFallback).</summary>
+    /// <remarks>Data parallel: with WORLD_SIZE &gt; 1, Device cuda means the GPU of this rank's LOCAL_RANK (torchrun's convention).</remarks>
+    public static MosaicBert.Tensors.Backend CreateBackend(PretrainingOptions o, ILogger logger)
+    {
+        var device = DeviceSpec.Parse(o.Device);
+        if (device.Kind == DeviceKind.Cuda && o.Device.Trim().Equals("cuda", StringComparison.OrdinalIgnoreCase)
+            && MosaicBert.Distributed.DistributedEnvironment.FromEnvironment() is { WorldSize: > 1 } rank)
+            device = DeviceSpec.Cuda(rank.DeviceOrdinal);
+        return BackendFactory.Create(device, ComputePrecisions.Parse(o.Precision), o.Threads, o.AllowCpuFallback,
+            DeviceOptionNames.PretrainingHost, message => logger.LogWarning("{Message}", message));
     }
 
     private static MlmBatch Convert(PretrainingBatch b) => new(b.BatchSize, b.SequenceLength, b.InputIds, b.AttentionMask, b.Labels);

@@ -144,6 +144,9 @@ public sealed class PretrainingService(IOptions<PretrainingOptions> options, ILo
             // ---- end data parallel ----
             log.LogInformation("Pretraining {Preset} on {Corpus}, output {Output}", o.Preset, string.Join(", ", o.Corpus), o.OutputDir);
             var (model, train, eval) = dataFactory.Create(o, log);
+            // The factory made the backend for this model: free the model's tensors first, then the backend (a GPU's
+            // memory pool, stream and kernels).
+            using var backend = model.Backend;
             using (model)
             {
                 // A rank whose training thread stays stuck after a failure (in a device wait) exits on its own.
@@ -171,6 +174,7 @@ public sealed class PretrainingService(IOptions<PretrainingOptions> options, ILo
 /// <summary>Creates the model and the data of a run from its options (the tokenizer, token cache and masking).</summary>
 public interface IPretrainingDataFactory
 {
-    /// <summary>Model (fresh initialisation), training batch source and evaluation batches.</summary>
+    /// <summary>Model (fresh initialisation) on a backend made for it, training batch source and evaluation batches.
+    /// The host disposes the model, then its backend, when the run ends.</summary>
     (MosaicBert.Model.MosaicBertModel Model, IMlmBatchSource Train, IReadOnlyList<MlmBatch> Eval) Create(PretrainingOptions options, ILogger logger);
 }

@@ -1,4 +1,5 @@
 using Microsoft.Extensions.Options;
+using MosaicBert.Devices;
 
 namespace MosaicBert.Pretraining;
 
@@ -54,7 +55,7 @@ public sealed class PretrainingOptions
     public long? MaxSteps { get; set; }
     /// <summary>Real (unpadded) training tokens to consume; the run ends after the step that reaches it.</summary>
     public long? TokenBudget { get; set; }
-    /// <summary>fp32, or bf16 (CUDA only).</summary>
+    /// <summary>fp32, or bf16 (CUDA only, where the build has it; see <see cref="BackendFactory.IsSupported"/>).</summary>
     public string Precision { get; set; } = "fp32";
     /// <summary>Seed of initialisation, data order, masking and dropout.</summary>
     public int Seed { get; set; } = 17;
@@ -68,9 +69,11 @@ public sealed class PretrainingOptions
     public int EvalSamples { get; set; } = 256;
     /// <summary>Steps between metric lines.</summary>
     public int LogInterval { get; set; } = 10;
-    /// <summary>cpu or cuda.</summary>
+    /// <summary>cpu, cuda (GPU 0) or cuda:N.</summary>
     public string Device { get; set; } = "cpu";
-    /// <summary>CPU threads; all cores when unset.</summary>
+    /// <summary>When Device is a GPU that cannot be used here, train on the CPU (with a warning) instead of failing.</summary>
+    public bool AllowCpuFallback { get; set; }
+    /// <summary>CPU threads (kernels on the CPU backend, and tokenization and batching); all cores when unset.</summary>
     public int? Threads { get; set; }
 }
 
@@ -113,10 +116,10 @@ public sealed class PretrainingOptionsValidator : IValidateOptions<PretrainingOp
         Require(o.MaxSteps is not null || o.TokenBudget is not null, "Set MaxSteps or TokenBudget to say how long to train.");
         Require(o.MaxSteps is null or >= 1, $"MaxSteps must be at least 1, not {o.MaxSteps}.");
         Require(o.TokenBudget is null or >= 1, $"TokenBudget must be at least 1, not {o.TokenBudget}.");
-        Require(o.Precision is "fp32" or "bf16", $"Precision must be fp32 or bf16, not '{o.Precision}'.");
-        Require(o.Device is "cpu" or "cuda", $"Device must be cpu or cuda, not '{o.Device}'.");
-        Require(!(o.Device == "cpu" && o.Precision == "bf16"), "Precision bf16 needs Device cuda; the CPU backend computes in fp32.");
-        Require(o.Device != "cuda", "Device cuda is not available yet in this build; use Device cpu.");
+        bool deviceOk = DeviceSpec.TryParse(o.Device, out var device, out string deviceError);
+        Require(deviceOk, deviceError);
+        if (!ComputePrecisions.TryParse(o.Precision, out var precision, out string precisionError)) errors.Add(precisionError);
+        else if (deviceOk && !BackendFactory.IsSupported(precision, device, out string unsupported)) errors.Add(unsupported);
         Require(o.CheckpointInterval >= 1, $"CheckpointInterval must be at least 1, not {o.CheckpointInterval}.");
         Require(o.KeepCheckpoints >= 1, $"KeepCheckpoints must be at least 1, not {o.KeepCheckpoints}.");
         Require(o.EvalInterval >= 1, $"EvalInterval must be at least 1, not {o.EvalInterval}.");

@@ -225,9 +225,14 @@ public sealed class TextClassificationErrorTests
         var none = Assert.Throws<ArgumentException>(() => ctx.MulticlassClassification.Trainers.TextClassification());
         Assert.Contains("ModelPath", none.Message);
         var options = ClassifierOptions();
-        options.Device = "cuda";
-        var cuda = Assert.Throws<NotSupportedException>(() => ctx.MulticlassClassification.Trainers.TextClassification(options));
-        Assert.Contains("CUDA", cuda.Message);
+        options.Device = "gpu";
+        var device = Assert.Throws<ArgumentException>(() => ctx.MulticlassClassification.Trainers.TextClassification(options));
+        Assert.Contains("TextClassification: Device must be cpu, cuda or cuda:N", device.Message);
+        options.Device = "cuda:1"; // well-formed: whether GPU 1 can be used is decided when fitting
+        _ = ctx.MulticlassClassification.Trainers.TextClassification(options);
+        options.Precision = "bf16";
+        var bf16 = Assert.Throws<NotSupportedException>(() => ctx.MulticlassClassification.Trainers.TextClassification(options));
+        Assert.Contains("bf16 is not available in this build", bf16.Message);
     }
 
     private static TextClassificationTrainer.TextClassificationOptions WithLabel(TextClassificationTrainer.TextClassificationOptions o, string label)

@@ -2,6 +2,7 @@ using System.Diagnostics;
 using MosaicBert.ML.Data;
 using MosaicBert.ML.Transforms;
 using MosaicBert.Model;
+using MosaicBert.Tensors;
 using MosaicBert.Tokenizers;
 
 namespace MosaicBert.ML.Trainers;
@@ -69,7 +70,9 @@ internal static class FineTuning
 
             var random = new Random(seed);
             var order = Enumerable.Range(0, n).ToArray();
-            float[]? best = null;
+            // The best parameters so far stay on the model's device (a device-to-device copy per improvement, no host
+            // round trip through PCIe on a GPU).
+            Tensor? best = null;
             double bestValue = double.NaN;
             string bestAt = "";
             long step = 0, examples = 0, evaluatedAt = -1;
@@ -77,33 +80,40 @@ internal static class FineTuning
             int lossCount = 0, epoch = 0;
             float lr = 0;
 
-            for (epoch = 1; epoch <= epochs; epoch++)
+            try
             {
-                if (o.Shuffle) random.Shuffle(order);
-                for (var start = 0; start < n && step < totalSteps; start += o.BatchSize)
+                for (epoch = 1; epoch <= epochs; epoch++)
                 {
-                    cancellation.ThrowIfCancellationRequested();
-                    var rows = order[start..Math.Min(n, start + o.BatchSize)];
-                    var batch = encoder.ToBatch([.. rows.Select(r => trainEncodings[r])]);
-                    model.ZeroGradients();
-                    var dropout = new DropoutSettings(unchecked((ulong)seed * 0x9E3779B97F4A7C15UL ^ (ulong)step));
-                    lossSum += model.ForwardBackward(batch, task.Objective(rows), dropout);
-                    lossCount++;
-                    if (o.GradientClipNorm is double clip && clip > 0) optimizer.ClipGradients(clip);
-                    lr = schedule.LearningRate(step);
-                    optimizer.Step(lr);
-                    step++;
-                    examples += rows.Length;
-                    if (validationEncodings is not null && o.EvaluationInterval > 0 && step % o.EvaluationInterval == 0) Evaluate();
-                    else if (step % o.LogInterval == 0) Report(null);
+                    if (o.Shuffle) random.Shuffle(order);
+                    for (var start = 0; start < n && step < totalSteps; start += o.BatchSize)
+                    {
+                        cancellation.ThrowIfCancellationRequested();
+                        var rows = order[start..Math.Min(n, start + o.BatchSize)];
+                        var batch = encoder.ToBatch([.. rows.Select(r => trainEncodings[r])]);
+                        model.ZeroGradients();
+                        var dropout = new DropoutSettings(unchecked((ulong)seed * 0x9E3779B97F4A7C15UL ^ (ulong)step));
+                        lossSum += model.ForwardBackward(batch, task.Objective(rows), dropout);
+                        lossCount++;
+                        if (o.GradientClipNorm is double clip && clip > 0) optimizer.ClipGradients(clip);
+                        lr = schedule.LearningRate(step);
+                        optimizer.Step(lr);
+                        step++;
+                        examples += rows.Length;
+                        if (validationEncodings is not null && o.EvaluationInterval > 0 && step % o.EvaluationInterval == 0) Evaluate();
+                        else if (step % o.LogInterval == 0) Report(null);
+                    }
+                    if (validationEncodings is not null && evaluatedAt != step) Evaluate();
                 }
-                if (validationEncodings is not null && evaluatedAt != step) Evaluate();
+                epoch = epochs;
+                if (best is not null)
+                {
+                    model.Backend.Copy(best, model.Parameters);
+                    context.WriteLog(ChannelMessageKind.Info, component, $"Kept the parameters of {bestAt} ({task.MetricName} {bestValue:F4} on the validation set).");
+                }
             }
-            epoch = epochs;
-            if (best is not null)
+            finally
             {
-                model.Backend.Upload(best, model.Parameters);
-                context.WriteLog(ChannelMessageKind.Info, component, $"Kept the parameters of {bestAt} ({task.MetricName} {bestValue:F4} on the validation set).");
+                best?.Dispose();
             }
             encoder.ReleaseTrainingState();
             context.WriteLog(ChannelMessageKind.Info, component, $"Training done in {clock.Elapsed.TotalSeconds:F1} s ({step} steps).");
@@ -118,8 +128,8 @@ internal static class FineTuning
                 // NaN (e.g. a correlation of constant predictions) never beats a number, but the first result is kept.
                 if (o.KeepBestModel && (best is null || value > bestValue || (double.IsNaN(bestValue) && !double.IsNaN(value))))
                 {
-                    best ??= new float[model.Layout.Count];
-                    model.Backend.Download(model.Parameters, best);
+                    best ??= model.Backend.Allocate((int)model.Layout.Count);
+                    model.Backend.Copy(model.Parameters, best);
                     bestValue = value;
                     bestAt = $"epoch {epoch}, step {step}";
                 }

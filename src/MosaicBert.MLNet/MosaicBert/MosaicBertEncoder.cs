@@ -1,6 +1,6 @@
+using MosaicBert.Devices;
 using MosaicBert.Model;
 using MosaicBert.Tensors;
-using MosaicBert.Tensors.Cpu;
 using MosaicBert.Tokenizers;
 
 namespace MosaicBert.ML.Transforms;
@@ -20,8 +20,9 @@ internal enum EncoderOutput
 
 /// <summary>
 /// A MosaicBERT model with its tokenizer and backend, as the featurizer and the trainers' transformers hold it.
-/// Inference is thread-safe: the model's activation workspace is shared, so forward passes run one at a time under a
-/// lock (each one uses all the backend's threads); tokenization runs outside it.
+/// Inference is thread-safe: the model's activation workspace is shared, and a backend is used by one thread at a time
+/// (the CPU backend's kernels use all its threads; a GPU backend is one stream), so forward passes run one at a time
+/// under a lock; tokenization and pooling run outside it, on the host.
 /// </summary>
 internal sealed class MosaicBertEncoder : IDisposable
 {
@@ -53,29 +54,24 @@ internal sealed class MosaicBertEncoder : IDisposable
     public static MosaicBertEncoder Create(MLContext context, MosaicBertModelOptions options, ModelHeads heads, int numLabels, int seed, string component)
     {
         options.Validate(component);
-        if (context.GpuDeviceId is int gpu)
-        {
-            if (!context.FallbackToCpu)
-                throw new NotSupportedException($"{component}: MLContext.GpuDeviceId is {gpu} and FallbackToCpu is false, but the CUDA backend is not available yet; use the CPU.");
-            context.WriteLog(ChannelMessageKind.Warning, component, $"GpuDeviceId {gpu} is set but the CUDA backend is not available yet; running on the CPU (FallbackToCpu).");
-        }
-        var backend = new CpuBackend(options.Threads);
+        var backend = CreateBackend(context, options.Device, options.AllowCpuFallback, options.Precision, options.Threads, component);
         string? extracted = null;
         try
         {
-            string? directory = null;
+            string? directory = null, hubVocab = null;
             if (options.ModelPath is { } path)
             {
-                if (Directory.Exists(path)) directory = path;
+                if (MosaicBert.Hub.HubReference.IsHubPath(path)) (directory, hubVocab) = HubModelSource.ResolveModel(context, path, options.Hub, component);
+                else if (Directory.Exists(path)) directory = path;
                 else if (File.Exists(path)) directory = extracted = ModelArchive.ExtractModelDirectory(path);
                 else throw new FileNotFoundException($"{component}: ModelPath '{path}' is neither a checkpoint directory nor a model zip.", path);
             }
-            var vocab = options.VocabPath
+            var vocab = HubModelSource.ResolveFile(options.VocabPath, options.Hub, component) ?? hubVocab
                 ?? (directory is not null && File.Exists(Path.Combine(directory, VocabFileName)) ? Path.Combine(directory, VocabFileName) : null)
                 ?? throw new ArgumentException(directory is null
                     ? $"{component}: VocabPath is required for a model made from a preset or configuration."
-                    : $"{component}: '{options.ModelPath}' has no {VocabFileName}; set VocabPath.");
-            var tokenizer = BertTokenizer.Create(vocab);
+                    : $"{component}: '{options.ModelPath}' has no {VocabFileName}{(hubVocab is null && directory is not null && MosaicBert.Hub.HubReference.IsHubPath(options.ModelPath) ? " or tokenizer.json; set VocabPath (MosaicBERT checkpoints use bert-base-uncased's: " + HubModelSource.BertBaseUncasedVocab + ")" : "; set VocabPath")}.");
+            var tokenizer = HubModelSource.CreateTokenizer(vocab);
             var model = directory is null
                 ? FromScratch(options, tokenizer, heads, numLabels, seed, backend)
                 : FromCheckpoint(directory, heads, numLabels, seed, backend);
@@ -83,7 +79,7 @@ internal sealed class MosaicBertEncoder : IDisposable
             if (c.Architecture == EncoderArchitecture.Bert && options.MaxSequenceLength > c.MaxPositionEmbeddings)
                 throw new ArgumentOutOfRangeException(nameof(options), $"{component}: MaxSequenceLength {options.MaxSequenceLength} exceeds this BERT model's {c.MaxPositionEmbeddings} positions.");
             context.WriteLog(ChannelMessageKind.Info, component,
-                $"Model: {options.ModelPath ?? "preset " + (options.Preset ?? "(custom config)") + " with random weights"}; {c.Architecture}, L={c.NumHiddenLayers}, d={c.HiddenSize}, H={c.NumAttentionHeads}, {model.Layout.Count:N0} parameters; vocabulary {vocab} ({tokenizer.Vocabulary.Count} tokens); {((CpuBackend)backend).Threads} CPU threads.");
+                $"Model: {options.ModelPath ?? "preset " + (options.Preset ?? "(custom config)") + " with random weights"}; {c.Architecture}, L={c.NumHiddenLayers}, d={c.HiddenSize}, H={c.NumAttentionHeads}, {model.Layout.Count:N0} parameters; vocabulary {vocab} ({tokenizer.Vocabulary.Count} tokens); on {BackendFactory.Describe(backend)}, {options.Precision}.");
             return new MosaicBertEncoder(model, tokenizer, backend);
         }
         catch
@@ -117,7 +113,8 @@ internal sealed class MosaicBertEncoder : IDisposable
         model.InitializeWeights(seed);
         foreach (var p in model.Layout.Parameters)
         {
-            if (!p.Name.StartsWith("classifier.", StringComparison.Ordinal)) model.SetParameter(p.Name, loaded.GetParameter(p.Name));
+            // A copy on the device itself (no host round trip when the backend is a GPU).
+            if (!p.Name.StartsWith("classifier.", StringComparison.Ordinal)) backend.Copy(loaded.Parameter(p.Name), model.Parameter(p.Name));
         }
         return model;
     }
@@ -134,10 +131,50 @@ internal sealed class MosaicBertEncoder : IDisposable
         Model = fresh;
     }
 
-    /// <summary>Reads a model saved by <see cref="Save"/> (heads from the tensor names).</summary>
-    public static MosaicBertEncoder Load(string directory)
+    /// <summary>
+    /// The backend of a device option, or of the context (<see cref="MLContext.GpuDeviceId"/>, with
+    /// <see cref="MLContext.FallbackToCpu"/>) when the option is null. Fallbacks are logged as warnings.
+    /// </summary>
+    /// <exception cref="DeviceUnavailableException">The GPU cannot be used and no fallback is allowed.</exception>
+    internal static Backend CreateBackend(MLContext context, string? device, bool allowCpuFallback, string precision, int? threads, string component)
     {
-        var backend = new CpuBackend();
+        DeviceSpec spec;
+        DeviceOptionNames names;
+        bool fallback;
+        if (device is not null)
+        {
+            spec = DeviceSpec.Parse(device);
+            names = DeviceOptionNames.Properties;
+            fallback = allowCpuFallback;
+        }
+        else if (context.GpuDeviceId is int gpu)
+        {
+            spec = DeviceSpec.Cuda(gpu);
+            names = new DeviceOptionNames("Device (from MLContext.GpuDeviceId)", "MLContext.GpuDeviceId = null or Device = \"cpu\"", "set MLContext.FallbackToCpu = true");
+            fallback = context.FallbackToCpu || allowCpuFallback;
+        }
+        else
+        {
+            spec = DeviceSpec.Cpu;
+            names = DeviceOptionNames.Properties;
+            fallback = false;
+        }
+        try
+        {
+            return BackendFactory.Create(spec, ComputePrecisions.Parse(precision), threads, fallback, names,
+                message => context.WriteLog(ChannelMessageKind.Warning, component, message));
+        }
+        catch (DeviceUnavailableException e)
+        {
+            throw new DeviceUnavailableException(e.Device, e.Reason, $"{component}: {e.Message}");
+        }
+    }
+
+    /// <summary>Reads a model saved by <see cref="Save"/> (heads from the tensor names) onto the context's device
+    /// (<see cref="MLContext.GpuDeviceId"/>; the saved files do not depend on the device they were trained on).</summary>
+    public static MosaicBertEncoder Load(string directory, MLContext context, string component)
+    {
+        var backend = CreateBackend(context, null, false, "fp32", null, component);
         try
         {
             var tokenizer = BertTokenizer.Create(Path.Combine(directory, VocabFileName));
@@ -159,15 +196,6 @@ internal sealed class MosaicBertEncoder : IDisposable
             PretrainedModel.Save(Model, directory);
         }
         Tokenizer.Vocabulary.Save(Path.Combine(directory, VocabFileName));
-    }
-
-    internal static void CheckDevice(string? device, string component)
-    {
-        var d = device?.Trim().ToLowerInvariant();
-        if (d is "cpu") return;
-        if (d is not null && (d == "cuda" || d.StartsWith("cuda:", StringComparison.Ordinal)))
-            throw new NotSupportedException($"{component}: Device '{device}': the CUDA backend is not available yet in this version; use Device = \"cpu\".");
-        throw new ArgumentException($"{component}: Device must be \"cpu\" (or, later, \"cuda\"), not '{device}'.");
     }
 
     /// <summary>Tokenizes rows (in parallel) with longest-first truncation to <paramref name="maxLength"/>.</summary>

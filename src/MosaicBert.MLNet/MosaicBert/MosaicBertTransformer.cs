@@ -208,7 +208,7 @@ public sealed class MosaicBertFeaturizingTransformer : MosaicBertTransformer
     internal static MosaicBertFeaturizingTransformer Load(ModelLoadContext context)
     {
         var (s1, s2, maxLength, batchSize) = LoadCommon(context);
-        return new MosaicBertFeaturizingTransformer(MosaicBertEncoder.Load(context.Directory), context.Get<string>("outputColumnName"), s1, s2,
+        return new MosaicBertFeaturizingTransformer(MosaicBertEncoder.Load(context.Directory, context.Context, LoaderName), context.Get<string>("outputColumnName"), s1, s2,
             maxLength, batchSize, Enum.Parse<MosaicBertPooling>(context.Get<string>("pooling")));
     }
 }

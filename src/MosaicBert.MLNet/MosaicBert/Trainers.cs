@@ -306,7 +306,7 @@ public sealed class TextClassificationTransformer : MosaicBertTransformer
     internal static TextClassificationTransformer Load(ModelLoadContext context)
     {
         var (s1, s2, maxLength, batchSize) = LoadCommon(context);
-        return new TextClassificationTransformer(MosaicBertEncoder.Load(context.Directory), s1, s2, maxLength, batchSize,
+        return new TextClassificationTransformer(MosaicBertEncoder.Load(context.Directory, context.Context, LoaderName), s1, s2, maxLength, batchSize,
             context.Get<string>("scoreColumnName"), context.Get<string>("predictedLabelColumnName"), context.Get<int>("numberOfClasses"),
             SchemaJson.ReadKeyValues(context.Parameters["labelKeyValues"]));
     }
@@ -345,6 +345,6 @@ public sealed class SentenceSimilarityTransformer : MosaicBertTransformer
     internal static SentenceSimilarityTransformer Load(ModelLoadContext context)
     {
         var (s1, s2, maxLength, batchSize) = LoadCommon(context);
-        return new SentenceSimilarityTransformer(MosaicBertEncoder.Load(context.Directory), s1, s2, maxLength, batchSize, context.Get<string>("scoreColumnName"));
+        return new SentenceSimilarityTransformer(MosaicBertEncoder.Load(context.Directory, context.Context, LoaderName), s1, s2, maxLength, batchSize, context.Get<string>("scoreColumnName"));
     }
 }
