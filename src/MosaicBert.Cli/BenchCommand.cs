@@ -232,6 +232,23 @@ internal static class BenchCommand
         {
             for (int l = 0; l < c.NumHiddenLayers; l++) gpu.AttentionBackward(qkv, cu, positions, slopes, scale, context, lse, dContext, dQkv);
         });
+
+        // One whole training step with per-op GPU times (kernel names, GEMM shapes): where the step goes.
+        gpu.StartProfile();
+        model.ZeroGradients();
+        model.ForwardBackward(batch, new TrainingObjective.MaskedLM(), dropout);
+        if (o.Clip > 0) optimizer.ClipGradients(o.Clip);
+        optimizer.Step(1e-4f);
+        var ops = gpu.StopProfile();
+        double total = ops.Sum(t => t.Milliseconds);
+        result["profiled_step_gpu_ms"] = Math.Round(total, 2);
+        result["ops"] = new JsonArray([.. ops.Take(40).Select(t => (JsonNode)new JsonObject
+        {
+            ["op"] = t.Label,
+            ["calls"] = t.Calls,
+            ["ms"] = Math.Round(t.Milliseconds, 3),
+            ["share"] = Math.Round(t.Milliseconds / total, 4),
+        })]);
     }
 
     /// <summary>FLOPs of one forward pass (see the class remarks).</summary>

@@ -340,7 +340,9 @@ public sealed partial class CudaBackend : Backend
             slots[i] = args[i].Bits;
             pointers[i] = slots + i;
         }
+        nint profiled = ProfileBegin();
         Cu.Check(Cu.cuLaunchKernel(kernel.Function, gridX, gridY, 1, block, 1, 1, sharedBytes, _stream.Handle, pointers, null), what);
+        ProfileEnd(profiled, kernel.Name);
         _lastKernel = kernel;
         if (_syncEveryLaunch) Cu.Check(Cu.cuStreamSynchronize(_stream.Handle), $"{what} (checked right after its launch)");
     }
@@ -382,8 +384,10 @@ public sealed partial class CudaBackend : Backend
             else throw new NotSupportedException("MatMul with k = 0 and beta ≠ 0 on a bf16 C.");
             return;
         }
+        nint profiled = ProfileBegin();
         _gemm.Gemm(_stream.Handle, transposeA, transposeB, m, n, k, alpha, Ptr(a), a.Dim(1), Ptr(b), b.Dim(1), beta, Ptr(c), n,
             inputType: input, outputType: output);
+        ProfileEnd(profiled, $"gemm {m}x{n}x{k} {(transposeA ? "T" : "N")}{(transposeB ? "T" : "N")} {input}->{output} beta={beta}");
     }
 
     /// <inheritdoc/>
@@ -404,9 +408,13 @@ public sealed partial class CudaBackend : Backend
         if (weight.Rank != 2 || weight.Dim(1) != inputs)
             throw new ArgumentException($"Linear: weight {weight.ShapeString} does not fit x {x.ShapeString}.", nameof(weight));
         if (rows == 0 || outputs == 0) return;
+        nint profiled = ProfileBegin();
         if (inputs > 0 && _gemm.Gemm(_stream.Handle, false, true, rows, outputs, inputs, 1, Ptr(x), inputs, Ptr(weight), inputs, 0, Ptr(y), outputs,
                 Ptr(bias), input, output))
+        {
+            ProfileEnd(profiled, $"linear+bias {rows}x{outputs}x{inputs} {input}->{output}");
             return;
+        }
         LaunchElements("elementwise.cu", output == DType.BFloat16 ? "broadcast_rows_bf16" : "broadcast_rows", (long)rows * outputs,
             Ptr(bias), Ptr(y), (long)rows, outputs);
         MatMul(x, false, weight, true, y, 1, 1);
