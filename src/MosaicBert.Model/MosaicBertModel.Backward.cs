@@ -145,6 +145,9 @@ public sealed partial class MosaicBertModel
         var dUp = g.DUp.Rows(0, n);
         var dCtx = g.DContext.Rows(0, n);
         var dQkv = g.DQkv.Rows(0, n);
+        // Under bf16 the residual gradients are added by the GEMMs that produce dx (beta = 1 onto the residual branch's
+        // gradient, one rounding instead of two, and no separate add pass); fp32 keeps its separate adds, bit for bit.
+        bool fuseResidual = Precision == ComputePrecision.BFloat16;
 
         for (int l = c.NumHiddenLayers - 1; l >= 0; l--)
         {
@@ -164,19 +167,19 @@ public sealed partial class MosaicBertModel
                 }
                 LinearBackward(dDown, a.Activation, pfx + "output.dense", dAct, accumulate: false);
                 Backend.GeluBackward(a.Up, dAct, dUp);
-                LinearBackward(dUp, a.X1, pfx + "intermediate.dense", dX1, accumulate: false);
+                LinearBackward(dUp, a.X1, pfx + "intermediate.dense", fuseResidual ? dSum : dX1, accumulate: fuseResidual);
             }
             else
             {
                 // down = act'·Woᵀ + bo with act' = dropout(GeGLU(up)), up = x1·Wgᵀ (no bias)
                 LinearBackward(dSum, a.Activation, pfx + "mlp.wo", dAct, accumulate: false);
-                if (dropped) Backend.DropoutBackward(dAct, dAct, p, _dropout!.Value.SiteSeed(2 + 2 * l), 0);
-                Backend.GatedGeluBackward(a.Up, dAct, dUp);
-                LinearBackward(dUp, a.X1, pfx + "mlp.gated_layers", dX1, accumulate: false);
+                Backend.GatedGeluDropoutBackward(a.Up, dAct, dUp, dropped ? p : 0, dropped ? _dropout!.Value.SiteSeed(2 + 2 * l) : 0, 0);
+                LinearBackward(dUp, a.X1, pfx + "mlp.gated_layers", fuseResidual ? dSum : dX1, accumulate: fuseResidual);
             }
-            Backend.AddScaled(dSum, 1, dX1); // residual into x1
+            var dx1 = fuseResidual ? dSum : dX1;
+            if (!fuseResidual) Backend.AddScaled(dSum, 1, dX1); // residual into x1
             // x1 = LN1(sum1), sum1 = ao' + x, ao' = dropout(ctx·Woᵀ + bo)
-            Backend.LayerNormBackward(dX1, a.Sum1, a.Mean1, a.Rstd1, Weight(pfx + "attention.output.LayerNorm.weight"), dSum,
+            Backend.LayerNormBackward(dx1, a.Sum1, a.Mean1, a.Rstd1, Weight(pfx + "attention.output.LayerNorm.weight"), dSum,
                 Gradient(pfx + "attention.output.LayerNorm.weight"), Gradient(pfx + "attention.output.LayerNorm.bias"));
             var dAo = dSum;
             if (dropped)
@@ -187,8 +190,16 @@ public sealed partial class MosaicBertModel
             LinearBackward(dAo, a.Context, pfx + "attention.output.dense", dCtx, accumulate: false);
             Backend.AttentionBackward(a.Qkv, ws.CuSeqlens, ws.Positions, _slopes, scale, a.Context, a.LogSumExp, dCtx, dQkv);
             // qkv = x·Wqkvᵀ + b; dx = dQkv·Wqkv + dSum1 (residual)
-            LinearBackward(dQkv, ws.Hidden[l], pfx + "attention.self.Wqkv", dHidden, accumulate: false);
-            Backend.AddScaled(dSum, 1, dHidden);
+            if (fuseResidual)
+            {
+                LinearBackward(dQkv, ws.Hidden[l], pfx + "attention.self.Wqkv", dSum, accumulate: true);
+                (dHidden, dSum) = (dSum, dHidden);   // dSum now holds d(layer input); the other buffer is free scratch
+            }
+            else
+            {
+                LinearBackward(dQkv, ws.Hidden[l], pfx + "attention.self.Wqkv", dHidden, accumulate: false);
+                Backend.AddScaled(dSum, 1, dHidden);
+            }
         }
         // hidden0 = dropout(LN(embSum)); embSum = word[ids] + type[types] (+ position[pos])
         if (dropped) Backend.DropoutBackward(dHidden, dHidden, p, _dropout!.Value.SiteSeed(0), 0);

@@ -192,8 +192,7 @@ public sealed partial class MosaicBertModel : IDisposable
             else
             {
                 Backend.Linear(a.X1, Weight(pfx + "mlp.gated_layers.weight"), null, a.Up);
-                Backend.GatedGelu(a.Up, a.Activation);
-                if (drop > 0) Backend.Dropout(a.Activation, a.Activation, null, drop, dropout!.Value.SiteSeed(2 + 2 * l), 0);
+                Backend.GatedGeluDropout(a.Up, a.Activation, drop, drop > 0 ? dropout!.Value.SiteSeed(2 + 2 * l) : 0, 0);
                 Backend.Linear(a.Activation, Weight(pfx + "mlp.wo.weight"), Weight(pfx + "mlp.wo.bias"), a.Down);
                 Backend.LayerNorm(a.Down, a.X1, Weight(pfx + "mlp.layernorm.weight"), Weight(pfx + "mlp.layernorm.bias"),
                     c.LayerNormEps, a.Sum2, ws.Hidden[l + 1], a.Mean2, a.Rstd2);

@@ -124,6 +124,11 @@ public sealed partial class CudaBackend
     {
         int k = indices.Length;
         if (k == 0 || width == 0) return;
+        if (accumulate && source.DType == DType.BFloat16)
+        {
+            ScatterPieces(source, indices, destination, width);
+            return;
+        }
         var (table, segments) = SegmentTable(indices);
         ulong baseAddress = Ptr(table);
         string kernel = (source.DType, destination.DType) switch
@@ -137,6 +142,81 @@ public sealed partial class CudaBackend
         Launch(Kernel(EmbeddingFile, kernel), (uint)segments, CeilDiv(width, block), block, 0,
             Ptr(source), baseAddress, baseAddress + 4UL * (ulong)k, baseAddress + 4UL * (ulong)(k + segments + 1),
             Ptr(destination), width, accumulate ? 1 : 0);
+    }
+
+    private const int PieceLength = 64;
+    private readonly List<(int[] Indices, Tensor Table, int Pieces, int Long, int Slots)> _pieceCache = [];
+
+    /// <summary>
+    /// Scatter-add of bf16 rows with segments longer than <see cref="PieceLength"/> split into pieces (see
+    /// scatter_pieces in embedding.cu): table [order (K) | piece starts (P + 1) | piece targets (P) | long-segment
+    /// slot starts (L + 1) | long-segment rows (L)], built once per index array.
+    /// </summary>
+    private void ScatterPieces(Tensor source, int[] indices, Tensor destination, int width)
+    {
+        var (table, pieces, longSegments, slots) = PieceTable(indices);
+        int k = indices.Length;
+        ulong at = Ptr(table);
+        ulong order = at, starts = at + 4UL * (ulong)k, targets = starts + 4UL * (ulong)(pieces + 1);
+        ulong first = targets + 4UL * (ulong)pieces, rows = first + 4UL * (ulong)(longSegments + 1);
+        string suffix = destination.DType == DType.Float32 ? "_bf16_f32" : "_bf16";
+        using var partial = Scratch(DType.Float32, Math.Max(1L, (long)slots * width));
+        uint block = (uint)Math.Min(256, (width + 31) / 32 * 32);
+        Launch(Kernel(EmbeddingFile, "scatter_pieces" + suffix), (uint)pieces, CeilDiv(width, block), block, 0,
+            Ptr(source), order, starts, targets, Ptr(destination), Ptr(partial), width);
+        if (longSegments > 0)
+            Launch(Kernel(EmbeddingFile, destination.DType == DType.Float32 ? "finish_pieces_f32" : "finish_pieces_bf16"),
+                (uint)longSegments, CeilDiv(width, block), block, 0, Ptr(partial), first, rows, Ptr(destination), width);
+    }
+
+    private (Tensor Table, int Pieces, int Long, int Slots) PieceTable(int[] indices)
+    {
+        foreach (var entry in _pieceCache)
+            if (ReferenceEquals(entry.Indices, indices)) return (entry.Table, entry.Pieces, entry.Long, entry.Slots);
+        int k = indices.Length;
+        var keys = new long[k];
+        for (int p = 0; p < k; p++) keys[p] = ((long)indices[p] << 32) | (uint)p;
+        Array.Sort(keys);
+        var order = new int[k];
+        for (int p = 0; p < k; p++) order[p] = (int)keys[p];
+        var starts = new List<int>();
+        var targets = new List<int>();
+        var first = new List<int> { 0 };
+        var longRows = new List<int>();
+        int slots = 0;
+        for (int s0 = 0; s0 < k;)
+        {
+            int row = (int)(keys[s0] >> 32), s1 = s0;
+            while (s1 < k && (int)(keys[s1] >> 32) == row) s1++;
+            if (s1 - s0 <= PieceLength)
+            {
+                starts.Add(s0);
+                targets.Add(row);
+            }
+            else
+            {
+                for (int q = s0; q < s1; q += PieceLength)
+                {
+                    starts.Add(q);
+                    targets.Add(-(slots++) - 1);
+                }
+                first.Add(slots);
+                longRows.Add(row);
+            }
+            s0 = s1;
+        }
+        int pieces = starts.Count;
+        starts.Add(k);
+        int[] packed = [.. order, .. starts, .. targets, .. first, .. longRows];
+        var table = Allocate(DType.Int32, packed.Length);
+        Upload(packed, table);
+        if (_pieceCache.Count == SegmentCacheSize)
+        {
+            _pieceCache[0].Table.Dispose();
+            _pieceCache.RemoveAt(0);
+        }
+        _pieceCache.Add((indices, table, pieces, longRows.Count, slots));
+        return (table, pieces, longRows.Count, slots);
     }
 
     private const int SegmentCacheSize = 8;

@@ -443,6 +443,8 @@ public sealed partial class CudaBackend : Backend
             _tiles?.Dispose();
             foreach (var entry in _segmentCache) entry.Table.Dispose();
             _segmentCache.Clear();
+            foreach (var entry in _pieceCache) entry.Table.Dispose();
+            _pieceCache.Clear();
             _disposed = true;
             _pool.Dispose();
             if (_staging != 0) Cu.cuMemFreeHost(_staging);

@@ -73,6 +73,26 @@ public abstract class Backend : IDisposable
     /// </summary>
     public abstract void GatedGelu(Tensor gated, Tensor h);
 
+    /// <summary>
+    /// <see cref="GatedGelu"/> followed by <see cref="Dropout"/> of h (no mask stored; p = 0: none), as MosaicBERT's
+    /// MLP does. Backends may fuse the two (one pass over the [N, 2I] input); the mask is the same either way.
+    /// </summary>
+    public virtual void GatedGeluDropout(Tensor gated, Tensor h, float p, ulong seed, long offset)
+    {
+        GatedGelu(gated, h);
+        if (p > 0) Dropout(h, h, null, p, seed, offset);
+    }
+
+    /// <summary>
+    /// Backward of <see cref="GatedGeluDropout"/>: <c>dh ← dh·mask</c>, then <see cref="GatedGeluBackward"/>.
+    /// <paramref name="dh"/> may be overwritten (the unfused version masks it in place).
+    /// </summary>
+    public virtual void GatedGeluDropoutBackward(Tensor gated, Tensor dh, Tensor dGated, float p, ulong seed, long offset)
+    {
+        if (p > 0) DropoutBackward(dh, dh, p, seed, offset);
+        GatedGeluBackward(gated, dh, dGated);
+    }
+
     /// <summary><c>y = tanh(x)</c>.</summary>
     public abstract void Tanh(Tensor x, Tensor y);
 

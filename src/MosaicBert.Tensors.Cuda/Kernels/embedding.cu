@@ -75,3 +75,53 @@ extern "C" __global__ void scatter_segments_bf16_f32(const bf16* src, const int*
 {
     scatter_segments_t(src, order, start, rowOf, dst, width, accumulate);
 }
+
+// Scatter-add of bf16 rows with long segments split into pieces of at most a fixed length (a token repeated thousands
+// of times in a batch, e.g. [MASK], or a single token type, would otherwise be one thread's sequential loop).
+// Piece q = positions order[pieceStart[q] .. pieceStart[q+1]); target[q] ≥ 0: added straight into that destination row;
+// target[q] = −slot − 1: its sum goes to partial[slot] (fp32), and finish_pieces then adds the slots of each long
+// segment, in order, into its row. Fixed orders throughout: deterministic (not the CPU's single left-to-right sum).
+template <typename S, typename D> __forceinline__ void scatter_pieces_t(const S* src, const int* order, const int* pieceStart,
+    const int* target, D* dst, float* partial, int width)
+{
+    int q = blockIdx.x, c = blockIdx.y * blockDim.x + threadIdx.x;
+    if (c >= width) return;
+    float acc = 0.f;
+    for (int p = pieceStart[q]; p < pieceStart[q + 1]; p++) acc += to_f(src[(i64)order[p] * width + c]);
+    int t = target[q];
+    if (t >= 0)
+    {
+        D* out = dst + (i64)t * width + c;
+        *out = from_f<D>(to_f(*out) + acc);
+    }
+    else partial[(i64)(-t - 1) * width + c] = acc;
+}
+extern "C" __global__ void scatter_pieces_bf16(const bf16* src, const int* order, const int* pieceStart, const int* target,
+    bf16* dst, float* partial, int width)
+{
+    scatter_pieces_t(src, order, pieceStart, target, dst, partial, width);
+}
+extern "C" __global__ void scatter_pieces_bf16_f32(const bf16* src, const int* order, const int* pieceStart, const int* target,
+    float* dst, float* partial, int width)
+{
+    scatter_pieces_t(src, order, pieceStart, target, dst, partial, width);
+}
+
+// Long segment s: dst[row[s]] += Σ partial[first[s] .. first[s+1]) in slot order.
+template <typename D> __forceinline__ void finish_pieces_t(const float* partial, const int* first, const int* row, D* dst, int width)
+{
+    int s = blockIdx.x, c = blockIdx.y * blockDim.x + threadIdx.x;
+    if (c >= width) return;
+    float acc = 0.f;
+    for (int k = first[s]; k < first[s + 1]; k++) acc += partial[(i64)k * width + c];
+    D* out = dst + (i64)row[s] * width + c;
+    *out = from_f<D>(to_f(*out) + acc);
+}
+extern "C" __global__ void finish_pieces_bf16(const float* partial, const int* first, const int* row, bf16* dst, int width)
+{
+    finish_pieces_t(partial, first, row, dst, width);
+}
+extern "C" __global__ void finish_pieces_f32(const float* partial, const int* first, const int* row, float* dst, int width)
+{
+    finish_pieces_t(partial, first, row, dst, width);
+}
