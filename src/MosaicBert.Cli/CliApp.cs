@@ -69,6 +69,7 @@ internal static class CliApp
         root.Subcommands.Add(BuildForwardCommand(stderr));
         root.Subcommands.Add(BuildPretrainCommand(cancellationToken));
         root.Subcommands.Add(DownloadCommand.Build(stdoutText, stderr, cancellationToken));
+        root.Subcommands.Add(BenchCommand.Build(stdoutText, stderr, cancellationToken));
         var vocab = new Command("vocab", "Work with WordPiece vocabularies (vocab.txt).");
         vocab.Subcommands.Add(BuildTrainCommand(stdoutText, stderr, cancellationToken));
         root.Subcommands.Add(vocab);

@@ -71,7 +71,15 @@ public sealed class DecoupledAdamW : IDisposable
     {
         StepCount++;
         float decay = Options.LearningRate > 0 ? learningRate / Options.LearningRate * Options.WeightDecay : 0;
-        _model.Backend.AdamW(_model.Parameters, _model.Gradients, M, V, learningRate, Options.Beta1, Options.Beta2,
+        if (_model.ComputeParameters is { } compute)
+        {
+            // Mixed precision: the same update, also writing the bf16 compute copy (fused on CUDA).
+            _model.Backend.AdamW(_model.MasterParameters, _model.Gradients, M, V, learningRate, Options.Beta1, Options.Beta2,
+                Options.Epsilon, decay, StepCount, compute);
+            _model.ComputeParametersRefreshed();
+            return;
+        }
+        _model.Backend.AdamW(_model.MasterParameters, _model.Gradients, M, V, learningRate, Options.Beta1, Options.Beta2,
             Options.Epsilon, decay, StepCount);
     }
 

@@ -38,7 +38,7 @@ public sealed partial class MosaicBertModel
         int n = batch.TokenCount, d = Config.HiddenSize;
         var dHidden = g.DHidden.Rows(0, n);
         Backend.Fill(dHidden, 0);
-        float loss = objective switch
+        var losses = objective switch
         {
             TrainingObjective.MaskedLM => MaskedLMBackward(batch, dHidden, lossScale),
             TrainingObjective.Classification c => ClassifierBackward(batch, c.Labels, null, dHidden, lossScale),
@@ -46,7 +46,10 @@ public sealed partial class MosaicBertModel
             _ => throw new ArgumentException($"Unknown objective {objective}."),
         };
         EncoderBackward(dHidden, g, n, d);
-        return loss;
+        // The per-row losses are read back only now, so the whole backward pass is queued without waiting for the GPU.
+        var host = new float[losses.Length];
+        Backend.Download(losses, host);
+        return (float)host.Average(x => (double)x);
     }
 
     private GradientBuffers Grads(Workspace ws)
@@ -54,45 +57,44 @@ public sealed partial class MosaicBertModel
         if (_gws is null || _gws.Capacity < ws.CapacityTokens)
         {
             _gws?.Dispose();
-            _gws = new GradientBuffers(Backend, Config, ws.CapacityTokens);
+            _gws = new GradientBuffers(Backend, Config, ActivationType, ws.CapacityTokens);
         }
         return _gws;
     }
 
-    private float MaskedLMBackward(EncoderBatch batch, Tensor dHidden, float lossScale)
+    /// <returns>The per-row losses (on the backend; read after the backward pass).</returns>
+    private Tensor MaskedLMBackward(EncoderBatch batch, Tensor dHidden, float lossScale)
     {
         int k = batch.MaskedTokens.Length;
         if (k == 0) throw new ArgumentException("The batch has no masked token (no MLM label other than −100).");
         var logits = MaskedLMLogits(batch.MaskedTokens);
         var head = _ws!.Head(Backend, k, Config);
-        var hg = _gws!.Head(Backend, k, Config);
+        var hg = _gws!.Head(Backend, k, Config, ActivationType);
         Backend.Upload(batch.MaskedLabels, hg.Labels);
         // Mean over the k masked tokens: dlogits = (softmax − onehot)·lossScale/k.
         Backend.CrossEntropy(logits, hg.Labels, hg.Losses, hg.DLogits, lossScale / k);
-        var losses = new float[k];
-        Backend.Download(hg.Losses, losses);
 
         // logits = t·Ewᵀ + b_dec (decoder tied to the word embeddings)
-        var wordEmb = Parameter("bert.embeddings.word_embeddings.weight");
+        var wordEmb = Weight("bert.embeddings.word_embeddings.weight");
         Backend.SumRowsInto(hg.DLogits, Gradient("cls.predictions.decoder.bias"));
         Backend.MatMul(hg.DLogits, true, head.Transform, false, Gradient("bert.embeddings.word_embeddings.weight"), 1, 1);
         Backend.MatMul(hg.DLogits, false, wordEmb, false, hg.DTransform);
         // t = LN(GELU(pre)), pre = sel·Wtᵀ + bt
-        Backend.LayerNormBackward(hg.DTransform, head.TransformAct, head.Mean, head.Rstd, Parameter("cls.predictions.transform.LayerNorm.weight"),
+        Backend.LayerNormBackward(hg.DTransform, head.TransformAct, head.Mean, head.Rstd, Weight("cls.predictions.transform.LayerNorm.weight"),
             hg.DAct, Gradient("cls.predictions.transform.LayerNorm.weight"), Gradient("cls.predictions.transform.LayerNorm.bias"));
         Backend.GeluBackward(head.TransformPre, hg.DAct, hg.DPre);
         LinearBackward(hg.DPre, head.Selected, "cls.predictions.transform.dense", hg.DSelected, accumulate: false);
         Backend.ScatterAddRows(hg.DSelected, head.Rows, dHidden);
-        return (float)losses.Average(x => (double)x);
+        return hg.Losses;
     }
 
-    private float ClassifierBackward(EncoderBatch batch, int[]? labels, float[]? targets, Tensor dHidden, float lossScale)
+    /// <returns>The per-sequence losses (on the backend; read after the backward pass).</returns>
+    private Tensor ClassifierBackward(EncoderBatch batch, int[]? labels, float[]? targets, Tensor dHidden, float lossScale)
     {
         var logits = ClassifierLogits();
         var cls = _ws!.Classifier;
         int b = batch.BatchSize;
-        var cg = _gws!.Classifier(Backend, Config, b);
-        float loss;
+        var cg = _gws!.Classifier(Backend, Config, ActivationType, b);
         if (labels is not null)
         {
             if (labels.Length != b) throw new ArgumentException($"{labels.Length} labels for {b} sequences.");
@@ -107,25 +109,22 @@ public sealed partial class MosaicBertModel
             Backend.Upload(targets, cg.Targets);
             Backend.SquaredError(logits, cg.Targets, cg.Losses, cg.DLogits, lossScale / b);
         }
-        var losses = new float[b];
-        Backend.Download(cg.Losses, losses);
-        loss = (float)losses.Average(x => (double)x);
-
-        bool dropped = _dropout is not null && (Config.ClassifierDropout ?? Config.HiddenDropoutProb) > 0;
+        float p = _dropout is null ? 0 : Config.ClassifierDropout ?? Config.HiddenDropoutProb;
+        bool dropped = p > 0;
         // logits = drop(pooled)·Wcᵀ + bc
         LinearBackward(cg.DLogits, dropped ? cls.PooledDropped : cls.Pooled, "classifier", cg.DPooled, accumulate: false);
-        if (dropped) Backend.Multiply(cg.DPooled, cls.Mask, cg.DPooled);
+        if (dropped) Backend.DropoutBackward(cg.DPooled, cg.DPooled, p, _dropout!.Value.SiteSeed(2 * Config.NumHiddenLayers + 1), 0);
         // pooled = tanh(cls·Wpᵀ + bp)
         Backend.TanhBackward(cls.Pooled, cg.DPooled, cg.DPre);
         LinearBackward(cg.DPre, cls.Cls, "bert.pooler.dense", cg.DCls, accumulate: false);
         Backend.ScatterAddRows(cg.DCls, cls.FirstTokens, dHidden);
-        return loss;
+        return cg.Losses;
     }
 
     /// <summary>dX = dY·W (written or added), dW += dYᵀ·X, db += Σ_rows dY.</summary>
     private void LinearBackward(Tensor dy, Tensor x, string prefix, Tensor? dx, bool accumulate)
     {
-        var w = Parameter(prefix + ".weight");
+        var w = Weight(prefix + ".weight");
         Backend.MatMul(dy, true, x, false, Gradient(prefix + ".weight"), 1, 1);
         if (Layout.Contains(prefix + ".bias")) Backend.SumRowsInto(dy, Gradient(prefix + ".bias"));
         if (dx is not null) Backend.MatMul(dy, false, w, false, dx, 1, accumulate ? 1 : 0);
@@ -138,6 +137,7 @@ public sealed partial class MosaicBertModel
         var c = Config;
         bool classic = c.Architecture == EncoderArchitecture.Bert;
         bool dropped = _dropout is not null && c.HiddenDropoutProb > 0;
+        float p = c.HiddenDropoutProb;
         float scale = 1f / MathF.Sqrt(c.HeadSize);
         var dSum = g.DSum.Rows(0, n);
         var dX1 = g.DX1.Rows(0, n);
@@ -145,14 +145,17 @@ public sealed partial class MosaicBertModel
         var dUp = g.DUp.Rows(0, n);
         var dCtx = g.DContext.Rows(0, n);
         var dQkv = g.DQkv.Rows(0, n);
+        // Under bf16 the residual gradients are added by the GEMMs that produce dx (beta = 1 onto the residual branch's
+        // gradient, one rounding instead of two, and no separate add pass); fp32 keeps its separate adds, bit for bit.
+        bool fuseResidual = Precision == ComputePrecision.BFloat16;
 
         for (int l = c.NumHiddenLayers - 1; l >= 0; l--)
         {
             var a = ws.Layers[l];
-            string p = $"bert.encoder.layer.{l}.";
-            string ln2 = classic ? p + "output.LayerNorm" : p + "mlp.layernorm";
+            string pfx = $"bert.encoder.layer.{l}.";
+            string ln2 = classic ? pfx + "output.LayerNorm" : pfx + "mlp.layernorm";
             // out = LN2(sum2), sum2 = down' + x1 (down' is the dropped-out MLP output for classic BERT)
-            Backend.LayerNormBackward(dHidden, a.Sum2, a.Mean2, a.Rstd2, Parameter(ln2 + ".weight"), dSum, Gradient(ln2 + ".weight"), Gradient(ln2 + ".bias"));
+            Backend.LayerNormBackward(dHidden, a.Sum2, a.Mean2, a.Rstd2, Weight(ln2 + ".weight"), dSum, Gradient(ln2 + ".weight"), Gradient(ln2 + ".bias"));
             if (classic)
             {
                 // down = act·W2ᵀ + b2 (dropout after it), act = GELU(up), up = x1·W1ᵀ + b1
@@ -160,39 +163,47 @@ public sealed partial class MosaicBertModel
                 if (dropped)
                 {
                     dDown = g.DTemp.Rows(0, n);
-                    Backend.Multiply(dSum, a.Mask2, dDown);
+                    Backend.DropoutBackward(dSum, dDown, p, _dropout!.Value.SiteSeed(2 + 2 * l), 0);
                 }
-                LinearBackward(dDown, a.Activation, p + "output.dense", dAct, accumulate: false);
+                LinearBackward(dDown, a.Activation, pfx + "output.dense", dAct, accumulate: false);
                 Backend.GeluBackward(a.Up, dAct, dUp);
-                LinearBackward(dUp, a.X1, p + "intermediate.dense", dX1, accumulate: false);
+                LinearBackward(dUp, a.X1, pfx + "intermediate.dense", fuseResidual ? dSum : dX1, accumulate: fuseResidual);
             }
             else
             {
                 // down = act'·Woᵀ + bo with act' = dropout(GeGLU(up)), up = x1·Wgᵀ (no bias)
-                LinearBackward(dSum, a.Activation, p + "mlp.wo", dAct, accumulate: false);
-                if (dropped) Backend.Multiply(dAct, a.Mask2, dAct);
-                Backend.GatedGeluBackward(a.Up, dAct, dUp);
-                LinearBackward(dUp, a.X1, p + "mlp.gated_layers", dX1, accumulate: false);
+                LinearBackward(dSum, a.Activation, pfx + "mlp.wo", dAct, accumulate: false);
+                Backend.GatedGeluDropoutBackward(a.Up, dAct, dUp, dropped ? p : 0, dropped ? _dropout!.Value.SiteSeed(2 + 2 * l) : 0, 0);
+                LinearBackward(dUp, a.X1, pfx + "mlp.gated_layers", fuseResidual ? dSum : dX1, accumulate: fuseResidual);
             }
-            Backend.AddScaled(dSum, 1, dX1); // residual into x1
+            var dx1 = fuseResidual ? dSum : dX1;
+            if (!fuseResidual) Backend.AddScaled(dSum, 1, dX1); // residual into x1
             // x1 = LN1(sum1), sum1 = ao' + x, ao' = dropout(ctx·Woᵀ + bo)
-            Backend.LayerNormBackward(dX1, a.Sum1, a.Mean1, a.Rstd1, Parameter(p + "attention.output.LayerNorm.weight"), dSum,
-                Gradient(p + "attention.output.LayerNorm.weight"), Gradient(p + "attention.output.LayerNorm.bias"));
+            Backend.LayerNormBackward(dx1, a.Sum1, a.Mean1, a.Rstd1, Weight(pfx + "attention.output.LayerNorm.weight"), dSum,
+                Gradient(pfx + "attention.output.LayerNorm.weight"), Gradient(pfx + "attention.output.LayerNorm.bias"));
             var dAo = dSum;
             if (dropped)
             {
                 dAo = g.DTemp.Rows(0, n);
-                Backend.Multiply(dSum, a.Mask1, dAo);
+                Backend.DropoutBackward(dSum, dAo, p, _dropout!.Value.SiteSeed(1 + 2 * l), 0);
             }
-            LinearBackward(dAo, a.Context, p + "attention.output.dense", dCtx, accumulate: false);
+            LinearBackward(dAo, a.Context, pfx + "attention.output.dense", dCtx, accumulate: false);
             Backend.AttentionBackward(a.Qkv, ws.CuSeqlens, ws.Positions, _slopes, scale, a.Context, a.LogSumExp, dCtx, dQkv);
             // qkv = x·Wqkvᵀ + b; dx = dQkv·Wqkv + dSum1 (residual)
-            LinearBackward(dQkv, ws.Hidden[l], p + "attention.self.Wqkv", dHidden, accumulate: false);
-            Backend.AddScaled(dSum, 1, dHidden);
+            if (fuseResidual)
+            {
+                LinearBackward(dQkv, ws.Hidden[l], pfx + "attention.self.Wqkv", dSum, accumulate: true);
+                (dHidden, dSum) = (dSum, dHidden);   // dSum now holds d(layer input); the other buffer is free scratch
+            }
+            else
+            {
+                LinearBackward(dQkv, ws.Hidden[l], pfx + "attention.self.Wqkv", dHidden, accumulate: false);
+                Backend.AddScaled(dSum, 1, dHidden);
+            }
         }
         // hidden0 = dropout(LN(embSum)); embSum = word[ids] + type[types] (+ position[pos])
-        if (dropped) Backend.Multiply(dHidden, ws.EmbeddingMask, dHidden);
-        Backend.LayerNormBackward(dHidden, ws.EmbeddingSum, ws.EmbeddingMean, ws.EmbeddingRstd, Parameter("bert.embeddings.LayerNorm.weight"),
+        if (dropped) Backend.DropoutBackward(dHidden, dHidden, p, _dropout!.Value.SiteSeed(0), 0);
+        Backend.LayerNormBackward(dHidden, ws.EmbeddingSum, ws.EmbeddingMean, ws.EmbeddingRstd, Weight("bert.embeddings.LayerNorm.weight"),
             dSum, Gradient("bert.embeddings.LayerNorm.weight"), Gradient("bert.embeddings.LayerNorm.bias"));
         Backend.EmbeddingBackward(ws.Ids, ws.Types, classic ? ws.Positions : null, dSum,
             Gradient("bert.embeddings.word_embeddings.weight"), Gradient("bert.embeddings.token_type_embeddings.weight"),
@@ -206,18 +217,19 @@ public sealed partial class MosaicBertModel
         private HeadGradients? _head;
         private ClassifierGradients? _classifier;
 
-        public GradientBuffers(Backend backend, MosaicBertConfig c, int tokens)
+        // act: the activation-gradient type (bf16 under mixed precision).
+        public GradientBuffers(Backend backend, MosaicBertConfig c, DType act, int tokens)
         {
             Capacity = tokens;
             int d = c.HiddenSize, up = c.Architecture == EncoderArchitecture.MosaicBert ? 2 * c.IntermediateSize : c.IntermediateSize;
-            DHidden = Own(backend.Allocate(tokens, d));
-            DSum = Own(backend.Allocate(tokens, d));
-            DX1 = Own(backend.Allocate(tokens, d));
-            DTemp = Own(backend.Allocate(tokens, d));
-            DAct = Own(backend.Allocate(tokens, c.IntermediateSize));
-            DUp = Own(backend.Allocate(tokens, up));
-            DContext = Own(backend.Allocate(tokens, d));
-            DQkv = Own(backend.Allocate(tokens, 3 * d));
+            DHidden = Own(backend.Allocate(act, tokens, d));
+            DSum = Own(backend.Allocate(act, tokens, d));
+            DX1 = Own(backend.Allocate(act, tokens, d));
+            DTemp = Own(backend.Allocate(act, tokens, d));
+            DAct = Own(backend.Allocate(act, tokens, c.IntermediateSize));
+            DUp = Own(backend.Allocate(act, tokens, up));
+            DContext = Own(backend.Allocate(act, tokens, d));
+            DQkv = Own(backend.Allocate(act, tokens, 3 * d));
         }
 
         private Tensor Own(Tensor t)
@@ -227,7 +239,7 @@ public sealed partial class MosaicBertModel
         }
 
         public int Capacity { get; }
-        public long Bytes => _owned.Sum(t => t.Length * 4) + (_head?.Bytes ?? 0) + (_classifier?.Bytes ?? 0);
+        public long Bytes => _owned.Sum(t => t.Bytes) + (_head?.Bytes ?? 0) + (_classifier?.Bytes ?? 0);
         public Tensor DHidden { get; }
         public Tensor DSum { get; }
         public Tensor DX1 { get; }
@@ -237,11 +249,11 @@ public sealed partial class MosaicBertModel
         public Tensor DContext { get; }
         public Tensor DQkv { get; }
 
-        public HeadGradients Head(Backend backend, int k, MosaicBertConfig c) =>
-            RowBufferSet.Ensure(ref _head, k, cap => new HeadGradients(backend, c, cap)).Bind(k);
+        public HeadGradients Head(Backend backend, int k, MosaicBertConfig c, DType act) =>
+            RowBufferSet.Ensure(ref _head, k, cap => new HeadGradients(backend, c, act, cap)).Bind(k);
 
-        public ClassifierGradients Classifier(Backend backend, MosaicBertConfig c, int b) =>
-            RowBufferSet.Ensure(ref _classifier, b, cap => new ClassifierGradients(backend, c, cap)).Bind(b);
+        public ClassifierGradients Classifier(Backend backend, MosaicBertConfig c, DType act, int b) =>
+            RowBufferSet.Ensure(ref _classifier, b, cap => new ClassifierGradients(backend, c, act, cap)).Bind(b);
 
         public void Dispose()
         {
@@ -251,11 +263,11 @@ public sealed partial class MosaicBertModel
         }
     }
 
-    private sealed class HeadGradients(Backend backend, MosaicBertConfig c, int capacity) : RowBufferSet(capacity,
+    private sealed class HeadGradients(Backend backend, MosaicBertConfig c, DType act, int capacity) : RowBufferSet(capacity,
     [
-        backend.Allocate(DType.Int32, capacity), backend.Allocate(capacity), backend.Allocate(capacity, c.VocabSize),
-        backend.Allocate(capacity, c.HiddenSize), backend.Allocate(capacity, c.HiddenSize), backend.Allocate(capacity, c.HiddenSize),
-        backend.Allocate(capacity, c.HiddenSize),
+        backend.Allocate(DType.Int32, capacity), backend.Allocate(capacity), backend.Allocate(act, capacity, c.VocabSize),
+        backend.Allocate(act, capacity, c.HiddenSize), backend.Allocate(act, capacity, c.HiddenSize), backend.Allocate(act, capacity, c.HiddenSize),
+        backend.Allocate(act, capacity, c.HiddenSize),
     ])
     {
         public Tensor Labels => View(0);
@@ -273,10 +285,10 @@ public sealed partial class MosaicBertModel
         }
     }
 
-    private sealed class ClassifierGradients(Backend backend, MosaicBertConfig c, int capacity) : RowBufferSet(capacity,
+    private sealed class ClassifierGradients(Backend backend, MosaicBertConfig c, DType act, int capacity) : RowBufferSet(capacity,
     [
-        backend.Allocate(DType.Int32, capacity), backend.Allocate(capacity), backend.Allocate(capacity), backend.Allocate(capacity, c.NumLabels),
-        backend.Allocate(capacity, c.HiddenSize), backend.Allocate(capacity, c.HiddenSize), backend.Allocate(capacity, c.HiddenSize),
+        backend.Allocate(DType.Int32, capacity), backend.Allocate(capacity), backend.Allocate(capacity), backend.Allocate(act, capacity, c.NumLabels),
+        backend.Allocate(act, capacity, c.HiddenSize), backend.Allocate(act, capacity, c.HiddenSize), backend.Allocate(act, capacity, c.HiddenSize),
     ])
     {
         public Tensor Labels => View(0);

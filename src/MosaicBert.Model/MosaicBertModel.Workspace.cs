@@ -11,14 +11,16 @@ public sealed partial class MosaicBertModel
     private sealed class Workspace : IDisposable
     {
         private readonly List<Tensor> _owned = [];
-        private readonly Tensor _ids, _types, _positions, _cuSeqlens, _embSum, _embMean, _embRstd, _embMask;
+        private readonly Tensor _ids, _types, _positions, _cuSeqlens, _embSum, _embMean, _embRstd;
         private readonly Tensor[] _hidden;
         private readonly LayerBuffers[] _layers;
         private HeadBuffers? _head;
         private ClassifierBuffers? _classifier;
 
-        public Workspace(Backend backend, MosaicBertConfig c, int tokens, int sequences)
+        // act: the activation type (bf16 under mixed precision); statistics and log-sum-exps stay fp32.
+        public Workspace(Backend backend, MosaicBertConfig c, DType act, int tokens, int sequences)
         {
+            Act = act;
             CapacityTokens = tokens;
             CapacitySequences = sequences;
             int d = c.HiddenSize;
@@ -26,24 +28,21 @@ public sealed partial class MosaicBertModel
             _types = Own(backend.Allocate(DType.Int32, tokens));
             _positions = Own(backend.Allocate(DType.Int32, tokens));
             _cuSeqlens = Own(backend.Allocate(DType.Int32, sequences + 1));
-            _embSum = Own(backend.Allocate(tokens, d));
+            _embSum = Own(backend.Allocate(act, tokens, d));
             _embMean = Own(backend.Allocate(tokens));
             _embRstd = Own(backend.Allocate(tokens));
-            _embMask = Own(backend.Allocate(tokens, d));
             _hidden = new Tensor[c.NumHiddenLayers + 1];
-            for (int l = 0; l <= c.NumHiddenLayers; l++) _hidden[l] = Own(backend.Allocate(tokens, d));
+            for (int l = 0; l <= c.NumHiddenLayers; l++) _hidden[l] = Own(backend.Allocate(act, tokens, d));
             int up = c.Architecture == EncoderArchitecture.MosaicBert ? 2 * c.IntermediateSize : c.IntermediateSize;
             _layers = new LayerBuffers[c.NumHiddenLayers];
             for (int l = 0; l < c.NumHiddenLayers; l++)
             {
                 _layers[l] = new LayerBuffers(
-                    Own(backend.Allocate(tokens, 3 * d)), Own(backend.Allocate(tokens, d)), Own(backend.Allocate(tokens, c.NumAttentionHeads)),
-                    Own(backend.Allocate(tokens, d)), Own(backend.Allocate(tokens, d)), Own(backend.Allocate(tokens, d)),
+                    Own(backend.Allocate(act, tokens, 3 * d)), Own(backend.Allocate(act, tokens, d)), Own(backend.Allocate(tokens, c.NumAttentionHeads)),
+                    Own(backend.Allocate(act, tokens, d)), Own(backend.Allocate(act, tokens, d)), Own(backend.Allocate(act, tokens, d)),
                     Own(backend.Allocate(tokens)), Own(backend.Allocate(tokens)),
-                    Own(backend.Allocate(tokens, up)), Own(backend.Allocate(tokens, c.IntermediateSize)),
-                    Own(backend.Allocate(tokens, d)), Own(backend.Allocate(tokens, d)), Own(backend.Allocate(tokens)), Own(backend.Allocate(tokens)),
-                    Own(backend.Allocate(tokens, d)),
-                    Own(backend.Allocate(tokens, c.Architecture == EncoderArchitecture.MosaicBert ? c.IntermediateSize : d)));
+                    Own(backend.Allocate(act, tokens, up)), Own(backend.Allocate(act, tokens, c.IntermediateSize)),
+                    Own(backend.Allocate(act, tokens, d)), Own(backend.Allocate(act, tokens, d)), Own(backend.Allocate(tokens)), Own(backend.Allocate(tokens)));
             }
             Layers = _layers;
             Hidden = _hidden;
@@ -56,8 +55,9 @@ public sealed partial class MosaicBertModel
         }
 
         /// <summary>Bytes of all tensors the workspace holds.</summary>
-        public long Bytes => _owned.Sum(t => t.Length * 4) + (_head?.Bytes ?? 0) + (_classifier?.Bytes ?? 0);
+        public long Bytes => _owned.Sum(t => t.Bytes) + (_head?.Bytes ?? 0) + (_classifier?.Bytes ?? 0);
 
+        public DType Act { get; }
         public int CapacityTokens { get; }
         public int CapacitySequences { get; }
         public int TokenCount { get; private set; }
@@ -71,7 +71,6 @@ public sealed partial class MosaicBertModel
         public Tensor EmbeddingSum { get; private set; } = null!;
         public Tensor EmbeddingMean { get; private set; } = null!;
         public Tensor EmbeddingRstd { get; private set; } = null!;
-        public Tensor EmbeddingMask { get; private set; } = null!;
         public Tensor[] Hidden { get; private set; }
         public LayerBuffers[] Layers { get; private set; }
         public ClassifierBuffers Classifier => _classifier ?? throw new InvalidOperationException("No batch is bound.");
@@ -92,15 +91,14 @@ public sealed partial class MosaicBertModel
             EmbeddingSum = _embSum.Rows(0, n);
             EmbeddingMean = _embMean.Rows(0, n);
             EmbeddingRstd = _embRstd.Rows(0, n);
-            EmbeddingMask = _embMask.Rows(0, n);
             Hidden = [.. _hidden.Select(h => h.Rows(0, n))];
             Layers = [.. _layers.Select(l => l.Rows(n))];
-            RowBufferSet.Ensure(ref _classifier, Math.Max(b, CapacitySequences), cap => new ClassifierBuffers(backend, c, cap)).Bind(backend, batch);
+            RowBufferSet.Ensure(ref _classifier, Math.Max(b, CapacitySequences), cap => new ClassifierBuffers(backend, c, Act, cap)).Bind(backend, batch);
         }
 
         /// <summary>MLM head buffers for k rows (grown on demand, kept).</summary>
         public HeadBuffers Head(Backend backend, int k, MosaicBertConfig c) =>
-            RowBufferSet.Ensure(ref _head, k, cap => new HeadBuffers(backend, c, cap)).Bind(k);
+            RowBufferSet.Ensure(ref _head, k, cap => new HeadBuffers(backend, c, Act, cap)).Bind(k);
 
         public void Dispose()
         {
@@ -111,15 +109,15 @@ public sealed partial class MosaicBertModel
     }
 
     /// <summary>Per-layer activations.</summary>
-    /// <remarks>Mask1: dropout of the attention output; Mask2: dropout in the MLP (after GeGLU for MosaicBERT, after
-    /// the output dense for classic BERT).</remarks>
+    /// <remarks>No dropout masks are kept: the backward pass regenerates them from the counter generator
+    /// (<see cref="Backend.DropoutBackward"/>), the same values bit for bit, for 4 bytes per element less memory.</remarks>
     private sealed record LayerBuffers(
         Tensor Qkv, Tensor Context, Tensor LogSumExp, Tensor AttentionOutput, Tensor Sum1, Tensor X1, Tensor Mean1, Tensor Rstd1,
-        Tensor Up, Tensor Activation, Tensor Down, Tensor Sum2, Tensor Mean2, Tensor Rstd2, Tensor Mask1, Tensor Mask2)
+        Tensor Up, Tensor Activation, Tensor Down, Tensor Sum2, Tensor Mean2, Tensor Rstd2)
     {
         public LayerBuffers Rows(int n) => new(Qkv.Rows(0, n), Context.Rows(0, n), LogSumExp.Rows(0, n), AttentionOutput.Rows(0, n),
             Sum1.Rows(0, n), X1.Rows(0, n), Mean1.Rows(0, n), Rstd1.Rows(0, n), Up.Rows(0, n), Activation.Rows(0, n),
-            Down.Rows(0, n), Sum2.Rows(0, n), Mean2.Rows(0, n), Rstd2.Rows(0, n), Mask1.Rows(0, n), Mask2.Rows(0, n));
+            Down.Rows(0, n), Sum2.Rows(0, n), Mean2.Rows(0, n), Rstd2.Rows(0, n));
     }
 
     /// <summary>
@@ -139,7 +137,7 @@ public sealed partial class MosaicBertModel
         }
 
         public int Capacity { get; }
-        public long Bytes => _full.Sum(t => t.Length * 4);
+        public long Bytes => _full.Sum(t => t.Bytes);
         protected Tensor View(int i) => _views[i];
 
         protected void BindRows(int rows)
@@ -166,10 +164,10 @@ public sealed partial class MosaicBertModel
     }
 
     /// <summary>MLM head activations for k selected rows.</summary>
-    private sealed class HeadBuffers(Backend backend, MosaicBertConfig c, int capacity) : RowBufferSet(capacity,
+    private sealed class HeadBuffers(Backend backend, MosaicBertConfig c, DType act, int capacity) : RowBufferSet(capacity,
     [
-        backend.Allocate(DType.Int32, capacity), backend.Allocate(capacity, c.HiddenSize), backend.Allocate(capacity, c.HiddenSize),
-        backend.Allocate(capacity, c.HiddenSize), backend.Allocate(capacity, c.HiddenSize), backend.Allocate(capacity),
+        backend.Allocate(DType.Int32, capacity), backend.Allocate(act, capacity, c.HiddenSize), backend.Allocate(act, capacity, c.HiddenSize),
+        backend.Allocate(act, capacity, c.HiddenSize), backend.Allocate(act, capacity, c.HiddenSize), backend.Allocate(capacity),
         backend.Allocate(capacity), backend.Allocate(capacity, c.VocabSize),
     ])
     {
@@ -190,11 +188,10 @@ public sealed partial class MosaicBertModel
     }
 
     /// <summary>Pooler and classifier activations for B sequences.</summary>
-    private sealed class ClassifierBuffers(Backend backend, MosaicBertConfig c, int capacity) : RowBufferSet(capacity,
+    private sealed class ClassifierBuffers(Backend backend, MosaicBertConfig c, DType act, int capacity) : RowBufferSet(capacity,
     [
-        backend.Allocate(DType.Int32, capacity), backend.Allocate(capacity, c.HiddenSize), backend.Allocate(capacity, c.HiddenSize),
-        backend.Allocate(capacity, c.HiddenSize), backend.Allocate(capacity, c.HiddenSize), backend.Allocate(capacity, c.HiddenSize),
-        backend.Allocate(capacity, c.NumLabels),
+        backend.Allocate(DType.Int32, capacity), backend.Allocate(act, capacity, c.HiddenSize), backend.Allocate(act, capacity, c.HiddenSize),
+        backend.Allocate(act, capacity, c.HiddenSize), backend.Allocate(act, capacity, c.HiddenSize), backend.Allocate(capacity, c.NumLabels),
     ])
     {
         public Tensor FirstTokens => View(0);
@@ -202,8 +199,7 @@ public sealed partial class MosaicBertModel
         public Tensor PooledPre => View(2);
         public Tensor Pooled => View(3);
         public Tensor PooledDropped => View(4);
-        public Tensor Mask => View(5);
-        public Tensor Logits => View(6);
+        public Tensor Logits => View(5);
 
         public void Bind(Backend backend, EncoderBatch batch)
         {

@@ -15,17 +15,26 @@ namespace MosaicBert.Model;
 public sealed partial class MosaicBertModel : IDisposable
 {
     private readonly Tensor _slopes;
+    private readonly Tensor _master;
+    private readonly Tensor? _compute;
+    private bool _computeStale = true;
     private Workspace? _ws;
     private DropoutSettings? _dropout;
 
     /// <summary>Creates a model with zero parameters; call <see cref="InitializeWeights"/> or load a checkpoint.</summary>
-    public MosaicBertModel(MosaicBertConfig config, ModelHeads heads, Backend backend)
+    /// <param name="config">Architecture and sizes.</param>
+    /// <param name="heads">Heads on top of the encoder.</param>
+    /// <param name="backend">Where it runs.</param>
+    /// <param name="precision">Float32 (default), or BFloat16 mixed precision on a backend with bf16 tensors (CUDA).</param>
+    public MosaicBertModel(MosaicBertConfig config, ModelHeads heads, Backend backend, ComputePrecision precision = ComputePrecision.Float32)
     {
         ArgumentNullException.ThrowIfNull(backend);
         Layout = new ParameterLayout(config, heads);
         Config = config;
         Backend = backend;
-        Parameters = backend.Allocate((int)Layout.Count);
+        Precision = precision;
+        _master = backend.Allocate((int)Layout.Count);
+        _compute = precision == ComputePrecision.BFloat16 ? backend.Allocate(DType.BFloat16, (int)Layout.Count) : null;
         _slopes = backend.Allocate(config.NumAttentionHeads);
         var slopes = config.Architecture == EncoderArchitecture.MosaicBert
             ? Alibi.Slopes(config.NumAttentionHeads).Select(s => (float)s).ToArray()
@@ -39,11 +48,53 @@ public sealed partial class MosaicBertModel : IDisposable
     public ParameterLayout Layout { get; }
     /// <summary>Where the model runs.</summary>
     public Backend Backend { get; }
-    /// <summary>All parameters, one block of <see cref="ParameterLayout.Count"/> floats.</summary>
-    public Tensor Parameters { get; }
+    /// <summary>Compute precision.</summary>
+    public ComputePrecision Precision { get; }
 
-    /// <summary>A parameter by state-dict name.</summary>
-    public Tensor Parameter(string name) => Layout.View(Parameters, name);
+    /// <summary>
+    /// All parameters, one fp32 block of <see cref="ParameterLayout.Count"/> floats (the master copy). Callers may write
+    /// it: under BFloat16 precision, taking it marks the bf16 compute copy for refreshing before the next forward pass.
+    /// </summary>
+    public Tensor Parameters
+    {
+        get
+        {
+            _computeStale = true;
+            return _master;
+        }
+    }
+
+    /// <summary>A parameter (fp32 master) by state-dict name; may be written, like <see cref="Parameters"/>.</summary>
+    public Tensor Parameter(string name)
+    {
+        _computeStale = true;
+        return Layout.View(_master, name);
+    }
+
+    /// <summary>The tensor type of activations (fp32, or bf16 under mixed precision).</summary>
+    private DType ActivationType => Precision.ActivationType();
+
+    /// <summary>The parameter the forward and backward passes read: the bf16 compute copy, or the fp32 master.</summary>
+    private Tensor Weight(string name) => Layout.View(_compute ?? _master, name);
+
+    /// <summary>The fp32 master of a parameter, for the few places that read it in fp32 (biases of fp32 logits).</summary>
+    private Tensor Master(string name) => Layout.View(_master, name);
+
+    /// <summary>The bf16 compute copy (null under Float32), for the optimizer's fused update.</summary>
+    internal Tensor? ComputeParameters => _compute;
+    /// <summary>The fp32 master block, without marking the compute copy stale (the optimizer refreshes it itself).</summary>
+    internal Tensor MasterParameters => _master;
+
+    /// <summary>Called after the optimizer has written both the master and the compute copy.</summary>
+    internal void ComputeParametersRefreshed() => _computeStale = false;
+
+    /// <summary>Rounds the master into the compute copy when something may have written the master since.</summary>
+    private void RefreshComputeParameters()
+    {
+        if (_compute is null || !_computeStale) return;
+        Backend.Convert(_master, _compute);
+        _computeStale = false;
+    }
 
     /// <summary>
     /// From-scratch initialisation (spec §1.13): Linear and embedding weights ~ Normal(0, initializer_range), biases
@@ -86,7 +137,7 @@ public sealed partial class MosaicBertModel : IDisposable
     {
         var p = Layout[name];
         var values = new float[p.Length];
-        Backend.Download(Parameter(name), values);
+        Backend.Download(Master(name), values);
         return values;
     }
 
@@ -102,6 +153,7 @@ public sealed partial class MosaicBertModel : IDisposable
     {
         ArgumentNullException.ThrowIfNull(batch);
         var ws = PrepareWorkspace(batch);
+        RefreshComputeParameters();
         _dropout = dropout;
         float p = dropout is null ? 0 : Config.HiddenDropoutProb;
         int n = batch.TokenCount;
@@ -109,11 +161,11 @@ public sealed partial class MosaicBertModel : IDisposable
         bool classic = c.Architecture == EncoderArchitecture.Bert;
 
         Backend.EmbeddingSum(ws.Ids, ws.Types, classic ? ws.Positions : null,
-            Parameter("bert.embeddings.word_embeddings.weight"), Parameter("bert.embeddings.token_type_embeddings.weight"),
-            classic ? Parameter("bert.embeddings.position_embeddings.weight") : null, ws.EmbeddingSum);
-        Backend.LayerNorm(ws.EmbeddingSum, null, Parameter("bert.embeddings.LayerNorm.weight"), Parameter("bert.embeddings.LayerNorm.bias"),
+            Weight("bert.embeddings.word_embeddings.weight"), Weight("bert.embeddings.token_type_embeddings.weight"),
+            classic ? Weight("bert.embeddings.position_embeddings.weight") : null, ws.EmbeddingSum);
+        Backend.LayerNorm(ws.EmbeddingSum, null, Weight("bert.embeddings.LayerNorm.weight"), Weight("bert.embeddings.LayerNorm.bias"),
             c.LayerNormEps, ws.EmbeddingSum, ws.Hidden[0], ws.EmbeddingMean, ws.EmbeddingRstd);
-        if (p > 0) Backend.Dropout(ws.Hidden[0], ws.Hidden[0], ws.EmbeddingMask, p, dropout!.Value.SiteSeed(0), 0);
+        if (p > 0) Backend.Dropout(ws.Hidden[0], ws.Hidden[0], null, p, dropout!.Value.SiteSeed(0), 0);
 
         float scale = 1f / MathF.Sqrt(c.HeadSize);
         float drop = p;
@@ -122,28 +174,27 @@ public sealed partial class MosaicBertModel : IDisposable
             var a = ws.Layers[l];
             string pfx = $"bert.encoder.layer.{l}.";
             var x = ws.Hidden[l];
-            Backend.Linear(x, Parameter(pfx + "attention.self.Wqkv.weight"), Parameter(pfx + "attention.self.Wqkv.bias"), a.Qkv);
+            Backend.Linear(x, Weight(pfx + "attention.self.Wqkv.weight"), Weight(pfx + "attention.self.Wqkv.bias"), a.Qkv);
             Backend.Attention(a.Qkv, ws.CuSeqlens, ws.Positions, _slopes, scale, a.Context, a.LogSumExp);
-            Backend.Linear(a.Context, Parameter(pfx + "attention.output.dense.weight"), Parameter(pfx + "attention.output.dense.bias"), a.AttentionOutput);
-            if (drop > 0) Backend.Dropout(a.AttentionOutput, a.AttentionOutput, a.Mask1, drop, dropout!.Value.SiteSeed(1 + 2 * l), 0);
-            Backend.LayerNorm(a.AttentionOutput, x, Parameter(pfx + "attention.output.LayerNorm.weight"), Parameter(pfx + "attention.output.LayerNorm.bias"),
+            Backend.Linear(a.Context, Weight(pfx + "attention.output.dense.weight"), Weight(pfx + "attention.output.dense.bias"), a.AttentionOutput);
+            if (drop > 0) Backend.Dropout(a.AttentionOutput, a.AttentionOutput, null, drop, dropout!.Value.SiteSeed(1 + 2 * l), 0);
+            Backend.LayerNorm(a.AttentionOutput, x, Weight(pfx + "attention.output.LayerNorm.weight"), Weight(pfx + "attention.output.LayerNorm.bias"),
                 c.LayerNormEps, a.Sum1, a.X1, a.Mean1, a.Rstd1);
             if (classic)
             {
-                Backend.Linear(a.X1, Parameter(pfx + "intermediate.dense.weight"), Parameter(pfx + "intermediate.dense.bias"), a.Up);
+                Backend.Linear(a.X1, Weight(pfx + "intermediate.dense.weight"), Weight(pfx + "intermediate.dense.bias"), a.Up);
                 Backend.Gelu(a.Up, a.Activation);
-                Backend.Linear(a.Activation, Parameter(pfx + "output.dense.weight"), Parameter(pfx + "output.dense.bias"), a.Down);
-                if (drop > 0) Backend.Dropout(a.Down, a.Down, a.Mask2, drop, dropout!.Value.SiteSeed(2 + 2 * l), 0);
-                Backend.LayerNorm(a.Down, a.X1, Parameter(pfx + "output.LayerNorm.weight"), Parameter(pfx + "output.LayerNorm.bias"),
+                Backend.Linear(a.Activation, Weight(pfx + "output.dense.weight"), Weight(pfx + "output.dense.bias"), a.Down);
+                if (drop > 0) Backend.Dropout(a.Down, a.Down, null, drop, dropout!.Value.SiteSeed(2 + 2 * l), 0);
+                Backend.LayerNorm(a.Down, a.X1, Weight(pfx + "output.LayerNorm.weight"), Weight(pfx + "output.LayerNorm.bias"),
                     c.LayerNormEps, a.Sum2, ws.Hidden[l + 1], a.Mean2, a.Rstd2);
             }
             else
             {
-                Backend.Linear(a.X1, Parameter(pfx + "mlp.gated_layers.weight"), null, a.Up);
-                Backend.GatedGelu(a.Up, a.Activation);
-                if (drop > 0) Backend.Dropout(a.Activation, a.Activation, a.Mask2, drop, dropout!.Value.SiteSeed(2 + 2 * l), 0);
-                Backend.Linear(a.Activation, Parameter(pfx + "mlp.wo.weight"), Parameter(pfx + "mlp.wo.bias"), a.Down);
-                Backend.LayerNorm(a.Down, a.X1, Parameter(pfx + "mlp.layernorm.weight"), Parameter(pfx + "mlp.layernorm.bias"),
+                Backend.Linear(a.X1, Weight(pfx + "mlp.gated_layers.weight"), null, a.Up);
+                Backend.GatedGeluDropout(a.Up, a.Activation, drop, drop > 0 ? dropout!.Value.SiteSeed(2 + 2 * l) : 0, 0);
+                Backend.Linear(a.Activation, Weight(pfx + "mlp.wo.weight"), Weight(pfx + "mlp.wo.bias"), a.Down);
+                Backend.LayerNorm(a.Down, a.X1, Weight(pfx + "mlp.layernorm.weight"), Weight(pfx + "mlp.layernorm.bias"),
                     c.LayerNormEps, a.Sum2, ws.Hidden[l + 1], a.Mean2, a.Rstd2);
             }
         }
@@ -170,11 +221,12 @@ public sealed partial class MosaicBertModel : IDisposable
             selected = head.Selected;
             Backend.GatherRows(hidden, head.Rows, selected);
         }
-        Backend.Linear(selected, Parameter("cls.predictions.transform.dense.weight"), Parameter("cls.predictions.transform.dense.bias"), head.TransformPre);
+        Backend.Linear(selected, Weight("cls.predictions.transform.dense.weight"), Weight("cls.predictions.transform.dense.bias"), head.TransformPre);
         Backend.Gelu(head.TransformPre, head.TransformAct);
-        Backend.LayerNorm(head.TransformAct, null, Parameter("cls.predictions.transform.LayerNorm.weight"), Parameter("cls.predictions.transform.LayerNorm.bias"),
+        Backend.LayerNorm(head.TransformAct, null, Weight("cls.predictions.transform.LayerNorm.weight"), Weight("cls.predictions.transform.LayerNorm.bias"),
             c.LayerNormEps, head.TransformAct, head.Transform, head.Mean, head.Rstd);
-        Backend.Linear(head.Transform, Parameter("bert.embeddings.word_embeddings.weight"), Parameter("cls.predictions.decoder.bias"), head.Logits);
+        // fp32 logits (and an fp32 bias) from bf16 operands under mixed precision.
+        Backend.Linear(head.Transform, Weight("bert.embeddings.word_embeddings.weight"), Master("cls.predictions.decoder.bias"), head.Logits);
         return head.Logits;
     }
 
@@ -186,16 +238,16 @@ public sealed partial class MosaicBertModel : IDisposable
         var c = Config;
         var cls = ws.Classifier;
         Backend.GatherRows(ws.Hidden[c.NumHiddenLayers], cls.FirstTokens, cls.Cls);
-        Backend.Linear(cls.Cls, Parameter("bert.pooler.dense.weight"), Parameter("bert.pooler.dense.bias"), cls.PooledPre);
+        Backend.Linear(cls.Cls, Weight("bert.pooler.dense.weight"), Weight("bert.pooler.dense.bias"), cls.PooledPre);
         Backend.Tanh(cls.PooledPre, cls.Pooled);
         var pooled = cls.Pooled;
         float p = _dropout is null ? 0 : c.ClassifierDropout ?? c.HiddenDropoutProb;
         if (p > 0)
         {
-            Backend.Dropout(cls.Pooled, cls.PooledDropped, cls.Mask, p, _dropout!.Value.SiteSeed(2 * c.NumHiddenLayers + 1), 0);
+            Backend.Dropout(cls.Pooled, cls.PooledDropped, null, p, _dropout!.Value.SiteSeed(2 * c.NumHiddenLayers + 1), 0);
             pooled = cls.PooledDropped;
         }
-        Backend.Linear(pooled, Parameter("classifier.weight"), Parameter("classifier.bias"), cls.Logits);
+        Backend.Linear(pooled, Weight("classifier.weight"), Master("classifier.bias"), cls.Logits);
         return cls.Logits;
     }
 
@@ -256,7 +308,7 @@ public sealed partial class MosaicBertModel : IDisposable
         if (_ws is null || _ws.CapacityTokens < n || _ws.CapacitySequences < b)
         {
             _ws?.Dispose();
-            _ws = new Workspace(Backend, Config, Math.Max(n, _ws?.CapacityTokens ?? 0), Math.Max(b, _ws?.CapacitySequences ?? 0));
+            _ws = new Workspace(Backend, Config, ActivationType, Math.Max(n, _ws?.CapacityTokens ?? 0), Math.Max(b, _ws?.CapacitySequences ?? 0));
         }
         _ws.Bind(Backend, batch, Config);
         return _ws;
@@ -267,6 +319,7 @@ public sealed partial class MosaicBertModel : IDisposable
     {
         _ws?.Dispose();
         _slopes.Dispose();
-        Parameters.Dispose();
+        _compute?.Dispose();
+        _master.Dispose();
     }
 }

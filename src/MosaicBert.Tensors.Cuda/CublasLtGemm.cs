@@ -4,12 +4,15 @@ using static MosaicBert.Tensors.Cuda.Interop.CublasLt;
 namespace MosaicBert.Tensors.Cuda;
 
 /// <summary>
-/// Row-major fp32 GEMM through cuBLASLt: <c>C = alpha·op(A)·op(B) + beta·C</c> (+ a bias per column of C).
+/// Row-major GEMM through cuBLASLt (fp32, or bf16 A/B with bf16 or fp32 C/D): <c>C = alpha·op(A)·op(B) + beta·C</c> (+ a bias per column of C).
 /// cuBLASLt is column-major; a row-major matrix is the column-major matrix of its transpose, so the product is asked
 /// for as <c>Cᵀ = op(B)ᵀ·op(A)ᵀ</c>: cuBLASLt's "A" is our B (stored rows = our B's row length), its "B" is our A, the
 /// transpose flags carry over unchanged, and the m and n of the call are swapped. A bias per column of our C is a bias
 /// per row of cuBLASLt's D, which is what the BIAS epilogue adds.
-/// Compute type CUBLAS_COMPUTE_32F: plain fp32 FMA, never TF32, so results track the CPU GEMM to fp32 rounding.
+/// Compute type CUBLAS_COMPUTE_32F: fp32 inputs run plain fp32 FMA, never TF32, so results track the CPU GEMM to fp32
+/// rounding; bf16 inputs run on tensor cores with fp32 accumulation (alpha, beta and the bias epilogue in fp32 too),
+/// and D is rounded once at the end (to bf16, or kept fp32: weight gradients accumulate straight into the fp32 block).
+/// The bias has D's type.
 /// Each distinct shape (and pointer alignment) gets a plan, made once: descriptors, layouts and the heuristic's
 /// algorithm, so the same shape always runs the same algorithm; cuBLAS documents such runs as bitwise reproducible on
 /// one GPU model and library version (the parity tests check run-to-run equality).
@@ -24,7 +27,7 @@ internal sealed unsafe class CublasLtGemm : IDisposable
     private readonly Dictionary<PlanKey, Plan?> _plans = [];
 
     private readonly record struct PlanKey(bool TransA, bool TransB, int M, int N, int K, int Lda, int Ldb, int Ldc,
-        uint AlignA, uint AlignB, uint AlignC, uint AlignBias);
+        uint AlignA, uint AlignB, uint AlignC, uint AlignBias, int InputType, int OutputType);
 
     private sealed class Plan
     {
@@ -47,11 +50,12 @@ internal sealed unsafe class CublasLtGemm : IDisposable
     /// lengths lda, ldb, ldc. With <paramref name="bias"/> ≠ 0 (length n) it is added to every row of C; returns false
     /// (nothing queued) when cuBLASLt offers no algorithm for that epilogue, so the caller can add the bias itself.
     /// </summary>
-    public bool Sgemm(nint stream, bool transA, bool transB, int m, int n, int k, float alpha, ulong a, int lda, ulong b, int ldb,
-        float beta, ulong c, int ldc, ulong bias = 0)
+    public bool Gemm(nint stream, bool transA, bool transB, int m, int n, int k, float alpha, ulong a, int lda, ulong b, int ldb,
+        float beta, ulong c, int ldc, ulong bias = 0, DType inputType = DType.Float32, DType outputType = DType.Float32)
     {
         _device.MakeCurrent();
-        var key = new PlanKey(transA, transB, m, n, k, lda, ldb, ldc, Alignment(a), Alignment(b), Alignment(c), bias == 0 ? 0u : Alignment(bias));
+        var key = new PlanKey(transA, transB, m, n, k, lda, ldb, ldc, Alignment(a), Alignment(b), Alignment(c), bias == 0 ? 0u : Alignment(bias),
+            DataType(inputType), DataType(outputType));
         if (!_plans.TryGetValue(key, out var plan)) _plans[key] = plan = MakePlan(key);
         if (plan is null)
         {
@@ -67,8 +71,17 @@ internal sealed unsafe class CublasLtGemm : IDisposable
         return true;
     }
 
+    private static int DataType(DType t) => t switch
+    {
+        DType.Float32 => DataTypeR32F,
+        DType.BFloat16 => DataTypeR16BF,
+        _ => throw new ArgumentException($"cuBLASLt GEMMs take Float32 or BFloat16 matrices, not {t}."),
+    };
+
+    private static string TypeName(int t) => t == DataTypeR16BF ? "bf16" : "fp32";
+
     private static string Describe(PlanKey k) =>
-        $"row-major fp32 GEMM C[{k.M}×{k.N}] = op(A)·op(B), k = {k.K}, transA = {k.TransA}, transB = {k.TransB}, " +
+        $"row-major {TypeName(k.InputType)}×{TypeName(k.InputType)}→{TypeName(k.OutputType)} GEMM C[{k.M}×{k.N}] = op(A)·op(B), k = {k.K}, transA = {k.TransA}, transB = {k.TransB}, " +
         $"lda/ldb/ldc = {k.Lda}/{k.Ldb}/{k.Ldc}, alignment A/B/C = {k.AlignA}/{k.AlignB}/{k.AlignC} bytes, " +
         (k.AlignBias == 0 ? "no bias" : $"bias aligned to {k.AlignBias} bytes");
 
@@ -94,9 +107,9 @@ internal sealed unsafe class CublasLtGemm : IDisposable
                 Check(cublasLtMatmulDescSetAttribute(plan.Desc, DescBiasPointer, &placeholder, sizeof(ulong)), what);
             }
             // Stored (column-major) shapes: cuBLASLt A = our B, n×k (or k×n when transposed); B = our A; C = n×m.
-            Check(cublasLtMatrixLayoutCreate(out plan.LayoutA, DataTypeR32F, (ulong)(k.TransB ? k.K : k.N), (ulong)(k.TransB ? k.N : k.K), k.Ldb), what);
-            Check(cublasLtMatrixLayoutCreate(out plan.LayoutB, DataTypeR32F, (ulong)(k.TransA ? k.M : k.K), (ulong)(k.TransA ? k.K : k.M), k.Lda), what);
-            Check(cublasLtMatrixLayoutCreate(out plan.LayoutC, DataTypeR32F, (ulong)k.N, (ulong)k.M, k.Ldc), what);
+            Check(cublasLtMatrixLayoutCreate(out plan.LayoutA, k.InputType, (ulong)(k.TransB ? k.K : k.N), (ulong)(k.TransB ? k.N : k.K), k.Ldb), what);
+            Check(cublasLtMatrixLayoutCreate(out plan.LayoutB, k.InputType, (ulong)(k.TransA ? k.M : k.K), (ulong)(k.TransA ? k.K : k.M), k.Lda), what);
+            Check(cublasLtMatrixLayoutCreate(out plan.LayoutC, k.OutputType, (ulong)k.N, (ulong)k.M, k.Ldc), what);
 
             Check(cublasLtMatmulPreferenceCreate(out preference), what);
             ulong workspace = WorkspaceBytes;

@@ -16,6 +16,11 @@ public sealed partial class CudaBackend
     public override void Attention(Tensor qkv, Tensor cuSeqlens, Tensor positions, Tensor slopes, float scale,
         Tensor context, Tensor logSumExp)
     {
+        if (qkv.DType == DType.BFloat16)
+        {
+            AttentionBf16Dispatch(qkv, cuSeqlens, positions, slopes, scale, context, logSumExp);
+            return;
+        }
         var (n, d, heads, dh) = AttentionShapes(qkv, slopes);
         Check(context, nameof(context), DType.Float32, n, d);
         Check(logSumExp, nameof(logSumExp), DType.Float32, n, heads);
@@ -36,6 +41,11 @@ public sealed partial class CudaBackend
     public override void AttentionBackward(Tensor qkv, Tensor cuSeqlens, Tensor positions, Tensor slopes, float scale,
         Tensor context, Tensor logSumExp, Tensor dContext, Tensor dQkv)
     {
+        if (qkv.DType == DType.BFloat16)
+        {
+            AttentionBackwardBf16Dispatch(qkv, cuSeqlens, positions, slopes, scale, context, logSumExp, dContext, dQkv);
+            return;
+        }
         var (n, d, heads, dh) = AttentionShapes(qkv, slopes);
         Check(context, nameof(context), DType.Float32, n, d);
         Check(logSumExp, nameof(logSumExp), DType.Float32, n, heads);

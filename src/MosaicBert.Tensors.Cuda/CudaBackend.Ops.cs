@@ -14,58 +14,58 @@ public sealed partial class CudaBackend
     /// <inheritdoc/>
     public override void Gelu(Tensor x, Tensor y)
     {
-        Check(x, nameof(x), DType.Float32);
-        Check(y, nameof(y), DType.Float32, x.Shape.ToArray());
-        LaunchElements(ActivationsFile, "gelu_forward", x.Length, Ptr(x), Ptr(y), x.Length);
+        var t = CheckFloat(x, nameof(x));
+        Check(y, nameof(y), t, x.Shape.ToArray());
+        LaunchElements(ActivationsFile, Variant("gelu_forward", t), x.Length, Ptr(x), Ptr(y), x.Length);
     }
 
     /// <inheritdoc/>
     public override void GatedGelu(Tensor gated, Tensor h)
     {
-        Check(gated, nameof(gated), DType.Float32);
+        var t = CheckFloat(gated, nameof(gated));
         if (gated.Rank != 2 || gated.Dim(1) % 2 != 0)
             throw new ArgumentException($"gated must be [N, 2I] with an even width, not {gated.ShapeString}.", nameof(gated));
         int n = gated.Dim(0), inner = gated.Dim(1) / 2;
-        Check(h, nameof(h), DType.Float32, n, inner);
-        LaunchElements(ActivationsFile, "gated_gelu_forward", (long)n * inner, Ptr(gated), Ptr(h), (long)n, inner);
+        Check(h, nameof(h), t, n, inner);
+        LaunchElements(ActivationsFile, Variant("gated_gelu_forward", t), (long)n * inner, Ptr(gated), Ptr(h), (long)n, inner);
     }
 
     /// <inheritdoc/>
     public override void Tanh(Tensor x, Tensor y)
     {
-        Check(x, nameof(x), DType.Float32);
-        Check(y, nameof(y), DType.Float32, x.Shape.ToArray());
-        LaunchElements(Elementwise, "tanh_forward", x.Length, Ptr(x), Ptr(y), x.Length);
+        var t = CheckFloat(x, nameof(x));
+        Check(y, nameof(y), t, x.Shape.ToArray());
+        LaunchElements(Elementwise, Variant("tanh_forward", t), x.Length, Ptr(x), Ptr(y), x.Length);
     }
 
     /// <inheritdoc/>
     public override void GeluBackward(Tensor x, Tensor dy, Tensor dx)
     {
-        Check(x, nameof(x), DType.Float32);
+        var t = CheckFloat(x, nameof(x));
         CheckSameShape(dy, nameof(dy), x, nameof(x));
         CheckSameShape(dx, nameof(dx), x, nameof(x));
-        LaunchElements(ActivationsFile, "gelu_backward", x.Length, Ptr(x), Ptr(dy), Ptr(dx), x.Length);
+        LaunchElements(ActivationsFile, Variant("gelu_backward", t), x.Length, Ptr(x), Ptr(dy), Ptr(dx), x.Length);
     }
 
     /// <inheritdoc/>
     public override void GatedGeluBackward(Tensor gated, Tensor dh, Tensor dGated)
     {
-        Check(gated, nameof(gated), DType.Float32);
+        var t = CheckFloat(gated, nameof(gated));
         if (gated.Rank != 2 || gated.Dim(1) % 2 != 0)
             throw new ArgumentException($"gated must be [N, 2I] with an even width, not {gated.ShapeString}.", nameof(gated));
         int n = gated.Dim(0), inner = gated.Dim(1) / 2;
-        Check(dh, nameof(dh), DType.Float32, n, inner);
-        Check(dGated, nameof(dGated), DType.Float32, n, 2 * inner);
-        LaunchElements(ActivationsFile, "gated_gelu_backward", (long)n * inner, Ptr(gated), Ptr(dh), Ptr(dGated), (long)n, inner);
+        Check(dh, nameof(dh), t, n, inner);
+        Check(dGated, nameof(dGated), t, n, 2 * inner);
+        LaunchElements(ActivationsFile, Variant("gated_gelu_backward", t), (long)n * inner, Ptr(gated), Ptr(dh), Ptr(dGated), (long)n, inner);
     }
 
     /// <inheritdoc/>
     public override void TanhBackward(Tensor y, Tensor dy, Tensor dx)
     {
-        Check(y, nameof(y), DType.Float32);
+        var t = CheckFloat(y, nameof(y));
         CheckSameShape(dy, nameof(dy), y, nameof(y));
         CheckSameShape(dx, nameof(dx), y, nameof(y));
-        LaunchElements(Elementwise, "tanh_backward", y.Length, Ptr(y), Ptr(dy), Ptr(dx), y.Length);
+        LaunchElements(Elementwise, Variant("tanh_backward", t), y.Length, Ptr(y), Ptr(dy), Ptr(dx), y.Length);
     }
 
     // ---- LayerNorm ----
@@ -75,17 +75,17 @@ public sealed partial class CudaBackend
     public override void LayerNorm(Tensor x, Tensor? residual, Tensor gamma, Tensor beta, float eps,
         Tensor sum, Tensor y, Tensor mean, Tensor rstd)
     {
-        Check(x, nameof(x), DType.Float32);
+        var t = CheckFloat(x, nameof(x));
         int n = x.Dim(0), d = (int)x.RowLength;
-        if (residual is not null) Check(residual, nameof(residual), DType.Float32, x.Shape.ToArray());
-        Check(gamma, nameof(gamma), DType.Float32, d);
-        Check(beta, nameof(beta), DType.Float32, d);
-        Check(sum, nameof(sum), DType.Float32, x.Shape.ToArray());
-        Check(y, nameof(y), DType.Float32, x.Shape.ToArray());
+        if (residual is not null) Check(residual, nameof(residual), t, x.Shape.ToArray());
+        Check(gamma, nameof(gamma), t, d);
+        Check(beta, nameof(beta), t, d);
+        Check(sum, nameof(sum), t, x.Shape.ToArray());
+        Check(y, nameof(y), t, x.Shape.ToArray());
         Check(mean, nameof(mean), DType.Float32, n);
         Check(rstd, nameof(rstd), DType.Float32, n);
         if (n == 0 || d == 0) return;
-        Launch(Kernel(LayerNormFile, "layernorm_forward"), CeilDiv(n, 8), 1, 256, 0,
+        Launch(Kernel(LayerNormFile, Variant("layernorm_forward", t)), CeilDiv(n, 8), 1, 256, 0,
             Ptr(x), Ptr(residual), Ptr(gamma), Ptr(beta), eps, Ptr(sum), Ptr(y), Ptr(mean), Ptr(rstd), n, d);
     }
 
@@ -95,26 +95,26 @@ public sealed partial class CudaBackend
     public override void LayerNormBackward(Tensor dy, Tensor sum, Tensor mean, Tensor rstd, Tensor gamma,
         Tensor dx, Tensor dGamma, Tensor dBeta, bool accumulateDx = false)
     {
-        Check(dy, nameof(dy), DType.Float32);
+        var t = CheckFloat(dy, nameof(dy));
         if (dy.Rank < 1) throw new ArgumentException("dy must have at least one dimension.", nameof(dy));
         int n = dy.Dim(0), d = (int)dy.RowLength;
         CheckSameShape(sum, nameof(sum), dy, nameof(dy));
         CheckSameShape(dx, nameof(dx), dy, nameof(dy));
         Check(mean, nameof(mean), DType.Float32, n);
         Check(rstd, nameof(rstd), DType.Float32, n);
-        Check(gamma, nameof(gamma), DType.Float32, d);
+        Check(gamma, nameof(gamma), t, d);
         Check(dGamma, nameof(dGamma), DType.Float32, d);
         Check(dBeta, nameof(dBeta), DType.Float32, d);
         if (n == 0 || d == 0) return;
         ColumnSums(dy, sum, mean, rstd, dGamma, dBeta, n, d);
-        Launch(Kernel(LayerNormFile, "layernorm_backward_dx"), CeilDiv(n, 8), 1, 256, 0,
+        Launch(Kernel(LayerNormFile, Variant("layernorm_backward_dx", t)), CeilDiv(n, 8), 1, 256, 0,
             Ptr(dy), Ptr(sum), Ptr(mean), Ptr(rstd), Ptr(gamma), Ptr(dx), n, d, accumulateDx ? 1 : 0);
     }
 
     /// <inheritdoc/>
     public override void SumRowsInto(Tensor dy, Tensor db)
     {
-        Check(dy, nameof(dy), DType.Float32);
+        CheckFloat(dy, nameof(dy));
         Check(db, nameof(db), DType.Float32);
         if (dy.Rank < 1) throw new ArgumentException("dy must have at least one dimension.", nameof(dy));
         int rows = dy.Dim(0), width = (int)dy.RowLength;
@@ -135,7 +135,7 @@ public sealed partial class CudaBackend
         int chunks = (int)CeilDiv(rows, chunk);
         using var partialB = Scratch(DType.Float32, (long)chunks * width);
         using var partialG = sum is null ? null : Scratch(DType.Float32, (long)chunks * width);
-        Launch(Kernel(ReduceFile, "column_sums_partial"), CeilDiv(width, 256), (uint)chunks, 256, 0,
+        Launch(Kernel(ReduceFile, Variant("column_sums_partial", dy.DType)), CeilDiv(width, 256), (uint)chunks, 256, 0,
             Ptr(dy), Ptr(sum), Ptr(mean), Ptr(rstd), Ptr(partialG), Ptr(partialB), rows, width, chunk);
         var finish = Kernel(ReduceFile, "column_sums_finish");
         if (outG is not null) Launch(finish, CeilDiv(width, 256), 1, 256, 0, Ptr(partialG), chunks, width, Ptr(outG));
@@ -153,12 +153,12 @@ public sealed partial class CudaBackend
         int k = logits.Dim(0), v = logits.Dim(1);
         Check(labels, nameof(labels), DType.Int32, k);
         Check(losses, nameof(losses), DType.Float32, k);
-        if (gradient is not null) Check(gradient, nameof(gradient), DType.Float32, k, v);
+        if (gradient is not null) Check(gradient, nameof(gradient), CheckFloat(gradient, nameof(gradient)), k, v);
         if (k == 0) return;
         var host = HostInts(labels);
         for (int r = 0; r < k; r++)
             if ((uint)host[r] >= (uint)v) throw new ArgumentOutOfRangeException(nameof(labels), $"Label {host[r]} at row {r} is outside 0..{v - 1}.");
-        Launch(Kernel(LossFile, "cross_entropy"), (uint)k, 1, v >= 4096 ? 512u : 128u, 0,
+        Launch(Kernel(LossFile, gradient?.DType == DType.BFloat16 ? "cross_entropy_bf16grad" : "cross_entropy"), (uint)k, 1, v >= 4096 ? 512u : 128u, 0,
             Ptr(logits), Ptr(labels), Ptr(losses), Ptr(gradient), gradientScale, k, v);
     }
 
@@ -175,8 +175,13 @@ public sealed partial class CudaBackend
         Check(losses, nameof(losses), DType.Float32);
         if (losses.Length != b)
             throw new ArgumentException($"losses must hold {b} elements (one per prediction), not {losses.ShapeString}.", nameof(losses));
-        if (gradient is not null) CheckSameShape(gradient, nameof(gradient), predictions, nameof(predictions));
-        LaunchElements(Elementwise, "squared_error", b, Ptr(predictions), Ptr(targets), Ptr(losses), Ptr(gradient), 2 * gradientScale, (long)b);
+        if (gradient is not null)
+        {
+            CheckFloat(gradient, nameof(gradient));
+            if (!gradient.Shape.SequenceEqual(predictions.Shape))
+                throw new ArgumentException($"gradient must have the shape of predictions {predictions.ShapeString}, not {gradient.ShapeString}.", nameof(gradient));
+        }
+        LaunchElements(Elementwise, gradient?.DType == DType.BFloat16 ? "squared_error_bf16grad" : "squared_error", b, Ptr(predictions), Ptr(targets), Ptr(losses), Ptr(gradient), 2 * gradientScale, (long)b);
     }
 
     // ---- training ----
@@ -184,32 +189,48 @@ public sealed partial class CudaBackend
     /// <inheritdoc/>
     /// <remarks>The CPU's generator bit for bit (<see cref="DropoutRandom"/>): key, threshold and keep scale are computed
     /// here exactly as the CPU computes them, and the kernel evaluates the same 64-bit hash per element.</remarks>
-    public override void Dropout(Tensor x, Tensor y, Tensor mask, float p, ulong seed, long offset)
+    public override void Dropout(Tensor x, Tensor y, Tensor? mask, float p, ulong seed, long offset)
     {
-        Check(x, nameof(x), DType.Float32);
+        var t = CheckFloat(x, nameof(x));
         CheckSameShape(y, nameof(y), x, nameof(x));
-        CheckSameShape(mask, nameof(mask), x, nameof(x));
+        if (mask is not null)
+        {
+            Check(mask, nameof(mask), DType.Float32);
+            if (!mask.Shape.SequenceEqual(x.Shape))
+                throw new ArgumentException($"mask must have the shape of x {x.ShapeString}, not {mask.ShapeString}.", nameof(mask));
+        }
         if (!(p >= 0 && p < 1)) throw new ArgumentOutOfRangeException(nameof(p), $"Dropout probability {p} is not in [0, 1).");
         float keepScale = 1f / (1f - p);
-        LaunchElements(DropoutFile, "dropout", x.Length, Ptr(x), Ptr(y), Ptr(mask), x.Length,
+        LaunchElements(DropoutFile, Variant("dropout", t), x.Length, Ptr(x), Ptr(y), Ptr(mask), x.Length,
+            DropoutRandom.Key(seed), DropoutRandom.Threshold(p), keepScale, offset);
+    }
+
+    /// <inheritdoc/>
+    public override void DropoutBackward(Tensor dy, Tensor dx, float p, ulong seed, long offset)
+    {
+        var t = CheckFloat(dy, nameof(dy));
+        CheckSameShape(dx, nameof(dx), dy, nameof(dy));
+        if (!(p >= 0 && p < 1)) throw new ArgumentOutOfRangeException(nameof(p), $"Dropout probability {p} is not in [0, 1).");
+        float keepScale = 1f / (1f - p);
+        LaunchElements(DropoutFile, Variant("dropout_backward", t), dy.Length, Ptr(dy), Ptr(dx), dy.Length,
             DropoutRandom.Key(seed), DropoutRandom.Threshold(p), keepScale, offset);
     }
 
     /// <inheritdoc/>
     public override void Multiply(Tensor x, Tensor y, Tensor z)
     {
-        Check(x, nameof(x), DType.Float32);
+        var t = CheckFloat(x, nameof(x));
         CheckSameLength(y, nameof(y), x);
         CheckSameLength(z, nameof(z), x);
-        LaunchElements(Elementwise, "multiply", x.Length, Ptr(x), Ptr(y), Ptr(z), x.Length);
+        LaunchElements(Elementwise, Variant("multiply", t), x.Length, Ptr(x), Ptr(y), Ptr(z), x.Length);
     }
 
     /// <inheritdoc/>
     public override void AddScaled(Tensor x, float alpha, Tensor y)
     {
-        Check(x, nameof(x), DType.Float32);
+        var t = CheckFloat(x, nameof(x));
         CheckSameLength(y, nameof(y), x);
-        LaunchElements(Elementwise, "add_scaled", x.Length, Ptr(x), alpha, Ptr(y), x.Length);
+        LaunchElements(Elementwise, Variant("add_scaled", t), x.Length, Ptr(x), alpha, Ptr(y), x.Length);
     }
 
     /// <inheritdoc/>
@@ -242,7 +263,26 @@ public sealed partial class CudaBackend
     /// <remarks>The CPU's unfused fp32 operations with the same constants (bias corrections in double), so parameters and
     /// moments equal the CPU's bit for bit.</remarks>
     public override void AdamW(Tensor parameters, Tensor gradients, Tensor m, Tensor v, float lr, float beta1, float beta2,
-        float eps, float decayFactor, int step)
+        float eps, float decayFactor, int step) => AdamWStep(parameters, gradients, m, v, lr, beta1, beta2, eps, decayFactor, step, null);
+
+    /// <inheritdoc/>
+    /// <remarks>One pass: the bf16 copy is written by the same kernel (adamw_bf16copy) from the updated fp32 value.</remarks>
+    public override void AdamW(Tensor parameters, Tensor gradients, Tensor m, Tensor v, float lr, float beta1, float beta2,
+        float eps, float decayFactor, int step, Tensor computeCopy)
+    {
+        if (computeCopy.DType != DType.BFloat16)
+        {
+            base.AdamW(parameters, gradients, m, v, lr, beta1, beta2, eps, decayFactor, step, computeCopy);
+            return;
+        }
+        Check(computeCopy, nameof(computeCopy), DType.BFloat16);
+        if (computeCopy.Length != parameters.Length)
+            throw new ArgumentException($"computeCopy {computeCopy.ShapeString} must have as many elements as parameters {parameters.ShapeString}.", nameof(computeCopy));
+        AdamWStep(parameters, gradients, m, v, lr, beta1, beta2, eps, decayFactor, step, computeCopy);
+    }
+
+    private void AdamWStep(Tensor parameters, Tensor gradients, Tensor m, Tensor v, float lr, float beta1, float beta2,
+        float eps, float decayFactor, int step, Tensor? copy)
     {
         Check(parameters, nameof(parameters), DType.Float32);
         CheckSameLength(gradients, nameof(gradients), parameters);
@@ -253,23 +293,34 @@ public sealed partial class CudaBackend
         if (!(beta2 >= 0 && beta2 < 1)) throw new ArgumentOutOfRangeException(nameof(beta2), $"beta2 = {beta2} is not in [0, 1).");
         double bc1 = 1 - Math.Pow(beta1, step);
         double bc2 = 1 - Math.Pow(beta2, step);
-        LaunchElements(OptimizerFile, "adamw", parameters.Length, Ptr(parameters), Ptr(gradients), Ptr(m), Ptr(v), parameters.Length,
-            1f - decayFactor, beta1, (float)(1 - (double)beta1), beta2, (float)(1 - (double)beta2), (float)(lr / bc1),
-            (float)Math.Sqrt(bc2), eps);
+        LaunchElements(OptimizerFile, copy is null ? "adamw" : "adamw_bf16copy", parameters.Length, Ptr(parameters), Ptr(gradients),
+            Ptr(m), Ptr(v), parameters.Length, 1f - decayFactor, beta1, (float)(1 - (double)beta1), beta2, (float)(1 - (double)beta2),
+            (float)(lr / bc1), (float)Math.Sqrt(bc2), eps, Ptr(copy));
     }
 
     // ---- checks ----
 
+    /// <summary>Kernel name for a tensor type: the fp32 kernel keeps its name, the bf16 one has the suffix _bf16.</summary>
+    private static string Variant(string name, DType dtype) => dtype == DType.BFloat16 ? name + "_bf16" : name;
+
+    /// <summary>Checks that a tensor is of this backend and Float32 or BFloat16; returns its type.</summary>
+    private DType CheckFloat(Tensor t, string name)
+    {
+        Check(t, name, t.DType);
+        if (!t.DType.IsFloat()) throw new ArgumentException($"{name} must be Float32 or BFloat16, not {t.DType}.", name);
+        return t.DType;
+    }
+
     private void CheckSameShape(Tensor t, string name, Tensor like, string likeName)
     {
-        Check(t, name, DType.Float32);
+        Check(t, name, like.DType);
         if (!t.Shape.SequenceEqual(like.Shape))
             throw new ArgumentException($"{name} must have the shape of {likeName} {like.ShapeString}, not {t.ShapeString}.", name);
     }
 
     private void CheckSameLength(Tensor t, string name, Tensor like)
     {
-        Check(t, name, DType.Float32);
+        Check(t, name, like.DType);
         if (t.Length != like.Length)
             throw new ArgumentException($"{name} {t.ShapeString} must have as many elements as {like.ShapeString}.", name);
     }

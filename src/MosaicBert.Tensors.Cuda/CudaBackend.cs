@@ -1,3 +1,4 @@
+using System.Runtime.InteropServices;
 using MosaicBert.Tensors.Cuda.Interop;
 
 namespace MosaicBert.Tensors.Cuda;
@@ -19,8 +20,11 @@ public sealed partial class CudaBackend : Backend
     private readonly KernelLibrary _kernels;
     private readonly CublasLtGemm _gemm;
     private readonly bool _syncEveryLaunch;
+    private const long StagingBytes = 16L << 20;
     private Kernel? _lastKernel;
     private bool _disposed;
+    private nint _staging;
+    private long _stagingHead;
 
 
     /// <summary>
@@ -68,7 +72,11 @@ public sealed partial class CudaBackend : Backend
     public KernelCompiler Compiler { get; }
 
     /// <summary>Waits for all queued work; an asynchronous kernel fault surfaces here, naming the last kernel launched.</summary>
-    public void Synchronize() => _stream.Synchronize(_lastKernel?.ToString());
+    public void Synchronize()
+    {
+        _stream.Synchronize(_lastKernel?.ToString());
+        _stagingHead = 0;   // every queued copy out of the staging ring has completed
+    }
 
     // ---- memory ----
 
@@ -78,51 +86,86 @@ public sealed partial class CudaBackend : Backend
         ThrowIfDisposed();
         long n = 1;
         foreach (int d in shape) n = checked(n * Math.Max(d, 0));
-        var buffer = _pool.Rent(n * sizeof(float));
-        if (n > 0) MemsetD32(buffer.Pointer, 0, n);
+        long bytes = (n * dtype.SizeOf() + 3) & ~3L;   // whole 32-bit words, so the zero fill is one memset
+        var buffer = _pool.Rent(bytes);
+        if (n > 0) MemsetD32(buffer.Pointer, 0, bytes / 4);
         return new Tensor(this, buffer, dtype, 0, (int[])shape.Clone(), ownsStorage: true);
     }
 
     /// <inheritdoc/>
     protected internal override void Free(Tensor tensor)
     {
-        if (!_disposed && tensor.Storage is DeviceBuffer buffer) _pool.Return(buffer);
+        if (tensor.Storage is DeviceBuffer buffer)
+        {
+            _hostShadows.Remove(buffer);
+            if (!_disposed) _pool.Return(buffer);
+        }
     }
 
     /// <inheritdoc/>
+    /// <remarks>Into a bfloat16 tensor: uploaded as fp32 and converted on the device (round to nearest even).</remarks>
     public override void Upload(ReadOnlySpan<float> source, Tensor destination)
     {
+        if (destination.DType == DType.BFloat16)
+        {
+            SameLength(source.Length, destination.Length);
+            using var staged = Scratch(DType.Float32, source.Length);
+            Upload(source, staged);
+            Convert(staged, destination);
+            return;
+        }
         Check(destination, nameof(destination), DType.Float32);
-        CopyIn(System.Runtime.InteropServices.MemoryMarshal.AsBytes(source), destination);
+        CopyIn(MemoryMarshal.AsBytes(source), destination);
     }
 
     /// <inheritdoc/>
+    /// <remarks>The values are also kept on the host (see <see cref="HostInts"/>), so ops that validate indices read
+    /// them there instead of waiting for the GPU.</remarks>
     public override void Upload(ReadOnlySpan<int> source, Tensor destination)
     {
         Check(destination, nameof(destination), DType.Int32);
-        CopyIn(System.Runtime.InteropServices.MemoryMarshal.AsBytes(source), destination);
+        CopyIn(MemoryMarshal.AsBytes(source), destination);
+        if (destination.Storage is DeviceBuffer buffer && source.Length > 0)
+            _hostShadows[buffer] = new HostShadow(destination.Offset, source.ToArray());
     }
 
     /// <inheritdoc/>
+    /// <remarks>From a bfloat16 tensor: converted to fp32 on the device (exact), then downloaded.</remarks>
     public override void Download(Tensor source, Span<float> destination)
     {
+        if (source.DType == DType.BFloat16)
+        {
+            SameLength(source.Length, destination.Length);
+            using var staged = Scratch(DType.Float32, source.Length);
+            Convert(source, staged);
+            Download(staged, destination);
+            return;
+        }
         Check(source, nameof(source), DType.Float32);
-        CopyOut(source, System.Runtime.InteropServices.MemoryMarshal.AsBytes(destination));
+        CopyOut(source, MemoryMarshal.AsBytes(destination));
     }
 
     /// <inheritdoc/>
     public override void Download(Tensor source, Span<int> destination)
     {
         Check(source, nameof(source), DType.Int32);
-        CopyOut(source, System.Runtime.InteropServices.MemoryMarshal.AsBytes(destination));
+        CopyOut(source, MemoryMarshal.AsBytes(destination));
     }
 
     /// <inheritdoc/>
     public override void Fill(Tensor tensor, float value)
     {
         Check(tensor, nameof(tensor), tensor.DType);
+        if (tensor.Length == 0) return;
+        Wrote(tensor);
+        if (tensor.DType == DType.BFloat16)
+        {
+            _device.MakeCurrent();
+            Cu.Check(Cu.cuMemsetD16Async(Ptr(tensor), BFloat16.FromFloat(value), (nuint)tensor.Length, _stream.Handle));
+            return;
+        }
         uint bits = tensor.DType == DType.Int32 ? (uint)(int)value : BitConverter.SingleToUInt32Bits(value);
-        if (tensor.Length > 0) MemsetD32(Ptr(tensor), bits, tensor.Length);
+        MemsetD32(Ptr(tensor), bits, tensor.Length);
     }
 
     /// <inheritdoc/>
@@ -132,17 +175,55 @@ public sealed partial class CudaBackend : Backend
         Check(destination, nameof(destination), source.DType);
         SameLength(source.Length, destination.Length);
         if (source.Length == 0) return;
+        Wrote(destination);
         _device.MakeCurrent();
-        Cu.Check(Cu.cuMemcpyDtoDAsync_v2(Ptr(destination), Ptr(source), (nuint)(source.Length * sizeof(float)), _stream.Handle));
+        Cu.Check(Cu.cuMemcpyDtoDAsync_v2(Ptr(destination), Ptr(source), (nuint)source.Bytes, _stream.Handle));
     }
 
-    // Host ↔ device copies are queued on the stream (so they are ordered with the kernels) and then waited for: the
-    // host span is only pinned for the duration of the call.
+    /// <inheritdoc/>
+    public override void Convert(Tensor source, Tensor destination)
+    {
+        Check(source, nameof(source), source.DType);
+        Check(destination, nameof(destination), destination.DType);
+        SameLength(source.Length, destination.Length);
+        if (source.DType == destination.DType)
+        {
+            Copy(source, destination);
+            return;
+        }
+        string kernel = (source.DType, destination.DType) switch
+        {
+            (DType.Float32, DType.BFloat16) => "f32_to_bf16",
+            (DType.BFloat16, DType.Float32) => "bf16_to_f32",
+            _ => throw new ArgumentException($"Convert: no conversion from {source.DType} to {destination.DType}."),
+        };
+        LaunchElements("convert.cu", kernel, source.Length, Ptr(source), Ptr(destination), source.Length);
+    }
+
+    // Host → device copies go through a pinned staging ring: the bytes are copied into it and the transfer is queued
+    // on the stream, so Upload returns without waiting for the GPU (the host span may be reused at once). The ring
+    // restarts after every synchronisation (then no queued copy still reads it); when a copy does not fit in the rest
+    // of the ring, the stream is synchronised first. Copies larger than a quarter of the ring wait for themselves.
     private unsafe void CopyIn(ReadOnlySpan<byte> source, Tensor destination)
     {
-        SameLength(source.Length / sizeof(float), destination.Length);
+        SameLength(source.Length / destination.ElementSize, destination.Length);
         if (source.Length == 0) return;
+        Wrote(destination);
         _device.MakeCurrent();
+        if (source.Length <= StagingBytes / 4)
+        {
+            if (_staging == 0)
+            {
+                Cu.Check(Cu.cuMemAllocHost_v2(out nint pinned, (nuint)StagingBytes), $"{StagingBytes} bytes of pinned staging memory");
+                _staging = pinned;
+            }
+            if (_stagingHead + source.Length > StagingBytes) Synchronize();
+            var slot = new Span<byte>((void*)(_staging + (nint)_stagingHead), source.Length);
+            source.CopyTo(slot);
+            Cu.Check(Cu.cuMemcpyHtoDAsync_v2(Ptr(destination), (void*)(_staging + (nint)_stagingHead), (nuint)source.Length, _stream.Handle));
+            _stagingHead = (_stagingHead + source.Length + 255) & ~255L;
+            return;
+        }
         fixed (byte* p = source)
         {
             Cu.Check(Cu.cuMemcpyHtoDAsync_v2(Ptr(destination), p, (nuint)source.Length, _stream.Handle));
@@ -152,7 +233,7 @@ public sealed partial class CudaBackend : Backend
 
     private unsafe void CopyOut(Tensor source, Span<byte> destination)
     {
-        SameLength(source.Length, destination.Length / sizeof(float));
+        SameLength(source.Length, destination.Length / source.ElementSize);
         if (destination.Length == 0) return;
         ReadBack(Ptr(source), destination);
     }
@@ -184,7 +265,39 @@ public sealed partial class CudaBackend : Backend
     {
         if (t is null) return 0;
         if (!ReferenceEquals(t.Backend, this)) throw new ArgumentException($"A tensor on {t.Backend.Name} was passed to {Name}.");
-        return ((DeviceBuffer)t.Storage).Pointer + (ulong)t.Offset * sizeof(float);
+        return ((DeviceBuffer)t.Storage).Pointer + (ulong)(t.Offset * t.ElementSize);
+    }
+
+    // ---- host copies of index tensors ----
+
+    /// <summary>The int values last uploaded into a buffer, from element <paramref name="Offset"/> on.</summary>
+    private sealed record HostShadow(long Offset, int[] Values);
+
+    private readonly Dictionary<DeviceBuffer, HostShadow> _hostShadows = [];
+
+    /// <summary>Forgets the host copy of a buffer that something other than an int upload writes.</summary>
+    private void Wrote(Tensor t)
+    {
+        if (t.DType == DType.Int32 && t.Storage is DeviceBuffer buffer) _hostShadows.Remove(buffer);
+    }
+
+    /// <summary>
+    /// An int tensor's values on the host. Index tensors are filled by <see cref="Upload(ReadOnlySpan{int}, Tensor)"/>,
+    /// which keeps what it uploaded, so this normally reads that copy and does not wait for the GPU (no kernel writes
+    /// int tensors); otherwise it downloads (waits for queued work). Returns the cached array itself when the tensor
+    /// is exactly the uploaded range: callers must not modify the result.
+    /// </summary>
+    private int[] HostInts(Tensor t)
+    {
+        if (t.Storage is DeviceBuffer buffer && _hostShadows.TryGetValue(buffer, out var shadow)
+            && t.Offset >= shadow.Offset && t.Offset + t.Length <= shadow.Offset + shadow.Values.Length)
+        {
+            if (t.Offset == shadow.Offset && t.Length == shadow.Values.Length) return shadow.Values;
+            return shadow.Values.AsSpan((int)(t.Offset - shadow.Offset), (int)t.Length).ToArray();
+        }
+        var values = new int[t.Length];
+        Download(t, values);
+        return values;
     }
 
     /// <summary>A scratch tensor from the pool (dispose it after queuing the work that uses it: reuse is stream-ordered).</summary>
@@ -227,7 +340,9 @@ public sealed partial class CudaBackend : Backend
             slots[i] = args[i].Bits;
             pointers[i] = slots + i;
         }
+        nint profiled = ProfileBegin();
         Cu.Check(Cu.cuLaunchKernel(kernel.Function, gridX, gridY, 1, block, 1, 1, sharedBytes, _stream.Handle, pointers, null), what);
+        ProfileEnd(profiled, kernel.Name);
         _lastKernel = kernel;
         if (_syncEveryLaunch) Cu.Check(Cu.cuStreamSynchronize(_stream.Handle), $"{what} (checked right after its launch)");
     }
@@ -247,11 +362,11 @@ public sealed partial class CudaBackend : Backend
     // ---- dense algebra ----
 
     /// <inheritdoc/>
+    /// <remarks>A and B are both Float32 (true fp32 product) or both BFloat16 (tensor cores, fp32 accumulation); C is
+    /// Float32, or BFloat16 when A and B are.</remarks>
     public override void MatMul(Tensor a, bool transposeA, Tensor b, bool transposeB, Tensor c, float alpha = 1, float beta = 0)
     {
-        Check(a, nameof(a), DType.Float32);
-        Check(b, nameof(b), DType.Float32);
-        Check(c, nameof(c), DType.Float32);
+        var (input, output) = GemmTypes(a, b, c, nameof(c));
         if (a.Rank != 2 || b.Rank != 2 || c.Rank != 2)
             throw new ArgumentException($"MatMul needs 2-D tensors, got {a.ShapeString}, {b.ShapeString}, {c.ShapeString}.");
         int m = transposeA ? a.Dim(1) : a.Dim(0);
@@ -265,15 +380,20 @@ public sealed partial class CudaBackend : Backend
         {
             // An empty sum: C = beta·C (cuBLASLt rejects k = 0).
             if (beta == 0) Fill(c, 0);
-            else Scale(c, beta);
+            else if (output == DType.Float32) Scale(c, beta);
+            else throw new NotSupportedException("MatMul with k = 0 and beta ≠ 0 on a bf16 C.");
             return;
         }
-        _gemm.Sgemm(_stream.Handle, transposeA, transposeB, m, n, k, alpha, Ptr(a), a.Dim(1), Ptr(b), b.Dim(1), beta, Ptr(c), n);
+        nint profiled = ProfileBegin();
+        _gemm.Gemm(_stream.Handle, transposeA, transposeB, m, n, k, alpha, Ptr(a), a.Dim(1), Ptr(b), b.Dim(1), beta, Ptr(c), n,
+            inputType: input, outputType: output);
+        ProfileEnd(profiled, $"gemm {m}x{n}x{k} {(transposeA ? "T" : "N")}{(transposeB ? "T" : "N")} {input}->{output} beta={beta}");
     }
 
     /// <inheritdoc/>
     /// <remarks>The bias rides cuBLASLt's BIAS epilogue; where no algorithm offers it, Y is seeded with the bias and
-    /// the product accumulated onto it (beta = 1), as on the CPU.</remarks>
+    /// the product accumulated onto it (beta = 1), as on the CPU. Types as in <see cref="MatMul"/>; the bias has Y's
+    /// type (the epilogue adds it in fp32 before Y is rounded).</remarks>
     public override void Linear(Tensor x, Tensor weight, Tensor? bias, Tensor y)
     {
         if (bias is null)
@@ -281,18 +401,34 @@ public sealed partial class CudaBackend : Backend
             MatMul(x, false, weight, true, y);
             return;
         }
-        Check(x, nameof(x), DType.Float32);
-        Check(weight, nameof(weight), DType.Float32);
+        var (input, output) = GemmTypes(x, weight, y, nameof(y));
         int rows = x.Dim(0), inputs = x.Dim(1), outputs = weight.Dim(0);
-        Check(bias, nameof(bias), DType.Float32, outputs);
-        Check(y, nameof(y), DType.Float32, rows, outputs);
+        Check(bias, nameof(bias), output, outputs);
+        Check(y, nameof(y), output, rows, outputs);
         if (weight.Rank != 2 || weight.Dim(1) != inputs)
             throw new ArgumentException($"Linear: weight {weight.ShapeString} does not fit x {x.ShapeString}.", nameof(weight));
         if (rows == 0 || outputs == 0) return;
-        if (inputs > 0 && _gemm.Sgemm(_stream.Handle, false, true, rows, outputs, inputs, 1, Ptr(x), inputs, Ptr(weight), inputs, 0, Ptr(y), outputs, Ptr(bias)))
+        nint profiled = ProfileBegin();
+        if (inputs > 0 && _gemm.Gemm(_stream.Handle, false, true, rows, outputs, inputs, 1, Ptr(x), inputs, Ptr(weight), inputs, 0, Ptr(y), outputs,
+                Ptr(bias), input, output))
+        {
+            ProfileEnd(profiled, $"linear+bias {rows}x{outputs}x{inputs} {input}->{output}");
             return;
-        LaunchElements("elementwise.cu", "broadcast_rows", (long)rows * outputs, Ptr(bias), Ptr(y), (long)rows, outputs);
+        }
+        LaunchElements("elementwise.cu", output == DType.BFloat16 ? "broadcast_rows_bf16" : "broadcast_rows", (long)rows * outputs,
+            Ptr(bias), Ptr(y), (long)rows, outputs);
         MatMul(x, false, weight, true, y, 1, 1);
+    }
+
+    private (DType Input, DType Output) GemmTypes(Tensor a, Tensor b, Tensor c, string cName)
+    {
+        Check(a, nameof(a), a.DType);
+        if (!a.DType.IsFloat()) throw new ArgumentException($"GEMM inputs must be Float32 or BFloat16, not {a.DType}.", nameof(a));
+        Check(b, nameof(b), a.DType);
+        Check(c, cName, c.DType);
+        if (!(c.DType == DType.Float32 || c.DType == a.DType))
+            throw new ArgumentException($"A GEMM of {a.DType} inputs writes Float32 or {a.DType}, not {c.DType} ({cName}).", cName);
+        return (a.DType, c.DType);
     }
 
     /// <inheritdoc/>
@@ -305,8 +441,13 @@ public sealed partial class CudaBackend : Backend
             _gemm.Dispose();
             _kernels.Dispose();
             _tiles?.Dispose();
+            foreach (var entry in _segmentCache) entry.Table.Dispose();
+            _segmentCache.Clear();
+            foreach (var entry in _pieceCache) entry.Table.Dispose();
+            _pieceCache.Clear();
             _disposed = true;
             _pool.Dispose();
+            if (_staging != 0) Cu.cuMemFreeHost(_staging);
             _stream.Dispose();
             base.Dispose();
         }

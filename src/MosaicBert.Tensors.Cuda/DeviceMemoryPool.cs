@@ -50,6 +50,8 @@ public sealed class DeviceMemoryPool : IDisposable
     public long Reuses { get; private set; }
     /// <summary>Bytes (of size classes) held by live buffers.</summary>
     public long BytesInUse { get; private set; }
+    /// <summary>High-water mark of <see cref="BytesInUse"/> since creation or <see cref="ResetPeak"/>.</summary>
+    public long PeakBytesInUse { get; private set; }
     /// <summary>Bytes held in the free lists.</summary>
     public long BytesCached { get; private set; }
 
@@ -72,6 +74,7 @@ public sealed class DeviceMemoryPool : IDisposable
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
             BytesInUse += size;
+            PeakBytesInUse = Math.Max(PeakBytesInUse, BytesInUse);
             if (_free.TryGetValue(size, out var list) && list.Count > 0)
             {
                 Reuses++;
@@ -94,6 +97,12 @@ public sealed class DeviceMemoryPool : IDisposable
             DriverAllocations++;
             return new DeviceBuffer(pointer, bytes, size);
         }
+    }
+
+    /// <summary>Restarts <see cref="PeakBytesInUse"/> from the bytes in use now.</summary>
+    public void ResetPeak()
+    {
+        lock (_lock) PeakBytesInUse = BytesInUse;
     }
 
     /// <summary>Puts a buffer back on its free list (a second return of the same buffer is ignored).</summary>

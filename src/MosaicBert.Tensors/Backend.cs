@@ -30,6 +30,11 @@ public abstract class Backend : IDisposable
     public abstract void Fill(Tensor tensor, float value);
     /// <summary>Element-wise copy between tensors of equal length.</summary>
     public abstract void Copy(Tensor source, Tensor destination);
+    /// <summary>
+    /// Element-wise type conversion between tensors of equal length (Float32 ↔ BFloat16; equal types copy).
+    /// Float32 → BFloat16 rounds to nearest even (NaN stays NaN); BFloat16 → Float32 is exact.
+    /// </summary>
+    public abstract void Convert(Tensor source, Tensor destination);
 
     // ---- dense algebra ----
 
@@ -67,6 +72,26 @@ public abstract class Backend : IDisposable
     /// g is [N, 2I], h is [N, I].
     /// </summary>
     public abstract void GatedGelu(Tensor gated, Tensor h);
+
+    /// <summary>
+    /// <see cref="GatedGelu"/> followed by <see cref="Dropout"/> of h (no mask stored; p = 0: none), as MosaicBERT's
+    /// MLP does. Backends may fuse the two (one pass over the [N, 2I] input); the mask is the same either way.
+    /// </summary>
+    public virtual void GatedGeluDropout(Tensor gated, Tensor h, float p, ulong seed, long offset)
+    {
+        GatedGelu(gated, h);
+        if (p > 0) Dropout(h, h, null, p, seed, offset);
+    }
+
+    /// <summary>
+    /// Backward of <see cref="GatedGeluDropout"/>: <c>dh ← dh·mask</c>, then <see cref="GatedGeluBackward"/>.
+    /// <paramref name="dh"/> may be overwritten (the unfused version masks it in place).
+    /// </summary>
+    public virtual void GatedGeluDropoutBackward(Tensor gated, Tensor dh, Tensor dGated, float p, ulong seed, long offset)
+    {
+        if (p > 0) DropoutBackward(dh, dh, p, seed, offset);
+        GatedGeluBackward(gated, dh, dGated);
+    }
 
     /// <summary><c>y = tanh(x)</c>.</summary>
     public abstract void Tanh(Tensor x, Tensor y);
@@ -159,9 +184,16 @@ public abstract class Backend : IDisposable
     /// Inverted dropout with a counter-based generator: element i is kept when u(seed, offset + i) ≥ p, where u is a
     /// uniform in [0, 1) computed from a hash of (seed, index) — the same mask on every backend and thread count.
     /// Kept elements are scaled by 1/(1 − p); <paramref name="mask"/> receives that factor or 0 (for the backward
-    /// pass, which is <c>dx = dy·mask</c> via <see cref="Multiply"/>). x and y may be the same tensor.
+    /// pass, which is <c>dx = dy·mask</c> via <see cref="Multiply"/>), or is null when the backward pass regenerates
+    /// the mask with <see cref="DropoutBackward"/>. x and y may be the same tensor.
     /// </summary>
-    public abstract void Dropout(Tensor x, Tensor y, Tensor mask, float p, ulong seed, long offset);
+    public abstract void Dropout(Tensor x, Tensor y, Tensor? mask, float p, ulong seed, long offset);
+
+    /// <summary>
+    /// Backward of <see cref="Dropout"/> without a stored mask: <c>dx = dy·mask</c> with the mask regenerated from
+    /// (seed, offset) — the same values, bit for bit, as the forward pass drew. dx may be dy.
+    /// </summary>
+    public abstract void DropoutBackward(Tensor dy, Tensor dx, float p, ulong seed, long offset);
 
     /// <summary><c>z = x ⊙ y</c> element-wise (z may alias x or y).</summary>
     public abstract void Multiply(Tensor x, Tensor y, Tensor z);
@@ -183,6 +215,18 @@ public abstract class Backend : IDisposable
     /// </summary>
     public abstract void AdamW(Tensor parameters, Tensor gradients, Tensor m, Tensor v, float lr, float beta1, float beta2,
         float eps, float decayFactor, int step);
+
+    /// <summary>
+    /// <see cref="AdamW(Tensor, Tensor, Tensor, Tensor, float, float, float, float, float, int)"/>, then
+    /// <c>computeCopy = Convert(parameters)</c>: the low-precision copy of the fp32 master weights that mixed-precision
+    /// compute reads. Backends may fuse the two (one pass over the block).
+    /// </summary>
+    public virtual void AdamW(Tensor parameters, Tensor gradients, Tensor m, Tensor v, float lr, float beta1, float beta2,
+        float eps, float decayFactor, int step, Tensor computeCopy)
+    {
+        AdamW(parameters, gradients, m, v, lr, beta1, beta2, eps, decayFactor, step);
+        Convert(parameters, computeCopy);
+    }
 
     /// <summary>Frees backend resources (not the tensors, which their owners dispose).</summary>
     public virtual void Dispose() => GC.SuppressFinalize(this);

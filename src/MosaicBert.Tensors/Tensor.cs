@@ -7,6 +7,26 @@ public enum DType
     Float32,
     /// <summary>32-bit signed integer (token ids, offsets, indices).</summary>
     Int32,
+    /// <summary>
+    /// bfloat16: the upper half of an fp32 (1 sign, 8 exponent, 7 mantissa bits), 2 bytes per element. Activations
+    /// of mixed-precision training on backends that support it (CUDA); conversions from fp32 round to nearest even.
+    /// </summary>
+    BFloat16,
+}
+
+/// <summary>Sizes and names of <see cref="DType"/>s.</summary>
+public static class DTypes
+{
+    /// <summary>Bytes per element.</summary>
+    public static int SizeOf(this DType dtype) => dtype switch
+    {
+        DType.Float32 or DType.Int32 => 4,
+        DType.BFloat16 => 2,
+        _ => throw new ArgumentOutOfRangeException(nameof(dtype), $"Unknown dtype {dtype}."),
+    };
+
+    /// <summary>True for the floating-point types (Float32, BFloat16).</summary>
+    public static bool IsFloat(this DType dtype) => dtype is DType.Float32 or DType.BFloat16;
 }
 
 /// <summary>
@@ -42,7 +62,11 @@ public sealed class Tensor : IDisposable
     internal object Storage { get; }
     /// <summary>Element type.</summary>
     public DType DType { get; }
-    /// <summary>First element, counted in elements from the start of the storage.</summary>
+    /// <summary>Bytes per element (<see cref="DTypes.SizeOf"/>).</summary>
+    public int ElementSize => DType.SizeOf();
+    /// <summary>Bytes of the elements (Length · ElementSize).</summary>
+    public long Bytes => Length * ElementSize;
+    /// <summary>First element, counted in elements (not bytes) from the start of the storage.</summary>
     public long Offset { get; }
     /// <summary>Dimensions, outermost first.</summary>
     public ReadOnlySpan<int> Shape => _shape;

@@ -44,6 +44,9 @@ internal static unsafe partial class Cu
     [LibraryImport(Lib)] public static partial int cuMemcpyDtoDAsync_v2(ulong destination, ulong source, nuint bytes, nint stream);
     [LibraryImport(Lib)] public static partial int cuMemsetD32_v2(ulong destination, uint value, nuint count);
     [LibraryImport(Lib)] public static partial int cuMemsetD32Async(ulong destination, uint value, nuint count, nint stream);
+    [LibraryImport(Lib)] public static partial int cuMemsetD16Async(ulong destination, ushort value, nuint count, nint stream);
+    [LibraryImport(Lib)] public static partial int cuMemAllocHost_v2(out nint pointer, nuint bytes);
+    [LibraryImport(Lib)] public static partial int cuMemFreeHost(nint pointer);
 
     [LibraryImport(Lib)] public static partial int cuStreamCreate(out nint stream, uint flags);
     [LibraryImport(Lib)] public static partial int cuStreamDestroy_v2(nint stream);

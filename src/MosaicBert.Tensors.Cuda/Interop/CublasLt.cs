@@ -16,6 +16,7 @@ internal static unsafe partial class CublasLt
     public const int StatusNotSupported = 15;
     public const int ComputeType32F = 68;            // CUBLAS_COMPUTE_32F: true fp32 (TF32 would be 77, ..._FAST_TF32)
     public const int DataTypeR32F = 0;               // CUDA_R_32F
+    public const int DataTypeR16BF = 14;             // CUDA_R_16BF
     public const int OpN = 0, OpT = 1;               // cublasOperation_t
     public const int DescTransA = 3, DescTransB = 4, DescEpilogue = 7, DescBiasPointer = 8;
     public const uint EpilogueDefault = 1, EpilogueBias = 4;

@@ -1,52 +1,161 @@
-// GELU (exact erf form) and gated GELU, forward and backward. Φ is normcdff (a few ulp); the CPU uses a 1.2e-7
-// Chebyshev fit of erfc, so the two backends agree to ~2e-7 relative (more in the far negative tail, where the CPU's
-// fp32 exp(−x²/2) loses ~1e-7·x² relative). Kernels read each element before writing it, so outputs may alias inputs.
+// GELU (exact erf form) and gated GELU, forward and backward, for float and bf16 tensors (computed in fp32). Φ is
+// normcdff (a few ulp); the CPU uses a 1.2e-7 Chebyshev fit of erfc, so the two backends agree to ~2e-7 relative
+// (more in the far negative tail, where the CPU's fp32 exp(−x²/2) loses ~1e-7·x² relative). Kernels read each
+// element before writing it, so outputs may alias inputs.
 #include "common.cuh"
 
 // y = x·Φ(x)
-extern "C" __global__ void gelu_forward(const float* x, float* y, i64 n)
+template <typename T> __forceinline__ void gelu_forward_t(const T* x, T* y, i64 n)
 {
     FOR_EACH(i, n)
     {
-        float v = x[i];
-        y[i] = v * gelu_phi(v);
+        float v = to_f(x[i]);
+        y[i] = from_f<T>(v * gelu_phi(v));
     }
 }
+extern "C" __global__ void gelu_forward(const float* x, float* y, i64 n) { gelu_forward_t(x, y, n); }
+extern "C" __global__ void gelu_forward_bf16(const bf16* x, bf16* y, i64 n) { gelu_forward_t(x, y, n); }
 
 // dx = dy·(Φ(x) + x·φ(x))
-extern "C" __global__ void gelu_backward(const float* x, const float* dy, float* dx, i64 n)
+template <typename T> __forceinline__ void gelu_backward_t(const T* x, const T* dy, T* dx, i64 n)
 {
     FOR_EACH(i, n)
     {
-        float v = x[i];
-        dx[i] = dy[i] * (gelu_phi(v) + v * normal_density(v));
+        float v = to_f(x[i]);
+        dx[i] = from_f<T>(to_f(dy[i]) * (gelu_phi(v) + v * normal_density(v)));
     }
 }
+extern "C" __global__ void gelu_backward(const float* x, const float* dy, float* dx, i64 n) { gelu_backward_t(x, dy, dx, n); }
+extern "C" __global__ void gelu_backward_bf16(const bf16* x, const bf16* dy, bf16* dx, i64 n) { gelu_backward_t(x, dy, dx, n); }
 
 // g = [u | v] per row (each half `inner` wide): h = GELU(u)·v, as (u·Φ(u))·v like the CPU.
-extern "C" __global__ void gated_gelu_forward(const float* g, float* h, i64 rows, int inner)
+template <typename T> __forceinline__ void gated_gelu_forward_t(const T* g, T* h, i64 rows, int inner)
 {
     FOR_EACH(i, rows * inner)
     {
         i64 r = i / inner, c = i - r * inner;
-        const float* row = g + r * 2 * inner;
-        float u = row[c], v = row[inner + c];
-        h[i] = (u * gelu_phi(u)) * v;
+        const T* row = g + r * 2 * inner;
+        float u = to_f(row[c]), v = to_f(row[inner + c]);
+        h[i] = from_f<T>((u * gelu_phi(u)) * v);
     }
 }
+extern "C" __global__ void gated_gelu_forward(const float* g, float* h, i64 rows, int inner) { gated_gelu_forward_t(g, h, rows, inner); }
+extern "C" __global__ void gated_gelu_forward_bf16(const bf16* g, bf16* h, i64 rows, int inner) { gated_gelu_forward_t(g, h, rows, inner); }
 
 // du = dh·v·GELU′(u), dv = dh·GELU(u), written to dg = [du | dv] (dg may be g itself).
-extern "C" __global__ void gated_gelu_backward(const float* g, const float* dh, float* dg, i64 rows, int inner)
+template <typename T> __forceinline__ void gated_gelu_backward_t(const T* g, const T* dh, T* dg, i64 rows, int inner)
 {
     FOR_EACH(i, rows * inner)
     {
         i64 r = i / inner, c = i - r * inner;
         i64 at = r * 2 * inner + c;
-        float u = g[at], v = g[at + inner], d = dh[i];
+        float u = to_f(g[at]), v = to_f(g[at + inner]), d = to_f(dh[i]);
         float phi = gelu_phi(u);
         float du = d * v * (phi + u * normal_density(u));
         float dv = d * (u * phi);
-        dg[at] = du;
-        dg[at + inner] = dv;
+        dg[at] = from_f<T>(du);
+        dg[at + inner] = from_f<T>(dv);
     }
+}
+extern "C" __global__ void gated_gelu_backward(const float* g, const float* dh, float* dg, i64 rows, int inner) { gated_gelu_backward_t(g, dh, dg, rows, inner); }
+extern "C" __global__ void gated_gelu_backward_bf16(const bf16* g, const bf16* dh, bf16* dg, i64 rows, int inner) { gated_gelu_backward_t(g, dh, dg, rows, inner); }
+
+// ---- gated GELU with dropout, fused (MosaicBERT's MLP: h = dropout(GELU(u)·v)) ----
+// Element (r, c) of h uses dropout counter offset + r·inner + c, as Dropout over the [rows, inner] tensor h would, so
+// the fused kernels draw the same mask as the unfused pair. Threads own 8 consecutive columns (16-byte loads of bf16)
+// when T = bf16 and inner % 8 == 0, else one; rows are a grid-stride loop over blockIdx.y (32-bit indices within a
+// row, no 64-bit division). p = 0 turns dropout off (keepScale 1, threshold 0: every element kept).
+#include "dropout_hash.cuh"
+
+template <typename T, int V> __forceinline__ void load_v(const T* p, float* out)
+{
+    if constexpr (V == 8)
+    {
+        uint4 raw = *reinterpret_cast<const uint4*>(p);
+        unsigned w[4] = { raw.x, raw.y, raw.z, raw.w };
+        for (int k = 0; k < 4; k++)
+        {
+            out[2 * k] = __uint_as_float(w[k] << 16);
+            out[2 * k + 1] = __uint_as_float(w[k] & 0xffff0000u);
+        }
+    }
+    else out[0] = to_f(p[0]);
+}
+
+template <typename T, int V> __forceinline__ void store_v(T* p, const float* v)
+{
+    if constexpr (V == 8)
+    {
+        unsigned w[4];
+        for (int k = 0; k < 4; k++) w[k] = (unsigned)from_f<bf16>(v[2 * k]) | ((unsigned)from_f<bf16>(v[2 * k + 1]) << 16);
+        *reinterpret_cast<uint4*>(p) = make_uint4(w[0], w[1], w[2], w[3]);
+    }
+    else p[0] = from_f<T>(v[0]);
+}
+
+template <typename T, int V> __forceinline__ void gated_gelu_dropout_forward_t(const T* g, T* h, int rows, int inner,
+    u64 key, unsigned threshold, float keepScale, i64 offset)
+{
+    int c = (blockIdx.x * blockDim.x + threadIdx.x) * V;
+    if (c >= inner) return;
+    for (int r = blockIdx.y; r < rows; r += gridDim.y)
+    {
+        const T* row = g + (i64)r * 2 * inner;
+        float u[V], v[V], y[V];
+        load_v<T, V>(row + c, u);
+        load_v<T, V>(row + inner + c, v);
+        i64 counter = offset + (i64)r * inner + c;
+        for (int k = 0; k < V; k++) y[k] = __fmul_rn((u[k] * gelu_phi(u[k])) * v[k], dropout_factor(key, threshold, keepScale, counter + k));
+        store_v<T, V>(h + (i64)r * inner + c, y);
+    }
+}
+extern "C" __global__ void gated_gelu_dropout_forward(const float* g, float* h, int rows, int inner, u64 key, unsigned threshold, float keepScale, i64 offset)
+{
+    gated_gelu_dropout_forward_t<float, 1>(g, h, rows, inner, key, threshold, keepScale, offset);
+}
+extern "C" __global__ void gated_gelu_dropout_forward_bf16(const bf16* g, bf16* h, int rows, int inner, u64 key, unsigned threshold, float keepScale, i64 offset)
+{
+    gated_gelu_dropout_forward_t<bf16, 1>(g, h, rows, inner, key, threshold, keepScale, offset);
+}
+extern "C" __global__ void gated_gelu_dropout_forward_bf16x8(const bf16* g, bf16* h, int rows, int inner, u64 key, unsigned threshold, float keepScale, i64 offset)
+{
+    gated_gelu_dropout_forward_t<bf16, 8>(g, h, rows, inner, key, threshold, keepScale, offset);
+}
+
+// Backward: d = dh·mask; du = d·v·GELU′(u), dv = d·GELU(u), into dg = [du | dv] (dg may be g).
+template <typename T, int V> __forceinline__ void gated_gelu_dropout_backward_t(const T* g, const T* dh, T* dg, int rows, int inner,
+    u64 key, unsigned threshold, float keepScale, i64 offset)
+{
+    int c = (blockIdx.x * blockDim.x + threadIdx.x) * V;
+    if (c >= inner) return;
+    for (int r = blockIdx.y; r < rows; r += gridDim.y)
+    {
+        i64 at = (i64)r * 2 * inner + c;
+        float u[V], v[V], d[V], du[V], dv[V];
+        load_v<T, V>(g + at, u);
+        load_v<T, V>(g + at + inner, v);
+        load_v<T, V>(dh + (i64)r * inner + c, d);
+        i64 counter = offset + (i64)r * inner + c;
+        for (int k = 0; k < V; k++)
+        {
+            float dk = __fmul_rn(d[k], dropout_factor(key, threshold, keepScale, counter + k));
+            float phi = gelu_phi(u[k]);
+            du[k] = dk * v[k] * (phi + u[k] * normal_density(u[k]));
+            dv[k] = dk * (u[k] * phi);
+        }
+        store_v<T, V>(dg + at, du);
+        store_v<T, V>(dg + at + inner, dv);
+    }
+}
+extern "C" __global__ void gated_gelu_dropout_backward(const float* g, const float* dh, float* dg, int rows, int inner, u64 key, unsigned threshold, float keepScale, i64 offset)
+{
+    gated_gelu_dropout_backward_t<float, 1>(g, dh, dg, rows, inner, key, threshold, keepScale, offset);
+}
+extern "C" __global__ void gated_gelu_dropout_backward_bf16(const bf16* g, const bf16* dh, bf16* dg, int rows, int inner, u64 key, unsigned threshold, float keepScale, i64 offset)
+{
+    gated_gelu_dropout_backward_t<bf16, 1>(g, dh, dg, rows, inner, key, threshold, keepScale, offset);
+}
+extern "C" __global__ void gated_gelu_dropout_backward_bf16x8(const bf16* g, const bf16* dh, bf16* dg, int rows, int inner, u64 key, unsigned threshold, float keepScale, i64 offset)
+{
+    gated_gelu_dropout_backward_t<bf16, 8>(g, dh, dg, rows, inner, key, threshold, keepScale, offset);
 }

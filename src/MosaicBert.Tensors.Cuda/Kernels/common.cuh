@@ -61,3 +61,22 @@ __forceinline__ int iabs(int v) { return v < 0 ? -v : v; }
 __forceinline__ float gelu_phi(float x) { return normcdff(x); }
 // φ(x) = exp(−x²/2)/√(2π), so GELU′(x) = Φ(x) + x·φ(x).
 __forceinline__ float normal_density(float x) { return 0.3989422804014327f * expf(-0.5f * x * x); }
+
+// bfloat16 as its 16 bits (no cuda_bf16.h needed: NVRTC offers no standard headers here). to_f widens exactly;
+// from_f<bf16> rounds to nearest even like the host's BFloat16.FromFloat (NaN kept, made quiet). Kernels are written
+// once as templates over the stored type T (float or bf16) and compute in fp32; for T = float, to_f/from_f are the
+// identity, so the fp32 instantiations perform exactly the operations of the former fp32-only kernels.
+typedef unsigned short bf16;
+
+__forceinline__ float to_f(float v) { return v; }
+__forceinline__ float to_f(bf16 v) { return __uint_as_float(((unsigned)v) << 16); }
+
+template <typename T> __forceinline__ T from_f(float v);
+template <> __forceinline__ float from_f<float>(float v) { return v; }
+template <> __forceinline__ bf16 from_f<bf16>(float v)
+{
+    unsigned u = __float_as_uint(v);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (bf16)((u >> 16) | 0x40u);
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (bf16)(u >> 16);
+}

@@ -1,12 +1,15 @@
-// LayerNorm forward and the per-row part of its backward: one warp per row (rows are d ≤ a few thousand wide), lane
-// l owning columns l, l + 32, ... . Statistics in fp32 with two passes (mean, then centred squares) as the CPU does.
-// The column sums of the backward (dγ, dβ) are in reduce.cu.
+// LayerNorm forward and the per-row part of its backward, for float or bf16 tensors: one warp per row (rows are
+// d ≤ a few thousand wide), lane l owning columns l, l + 32, ... . Statistics always in fp32 with two passes (mean,
+// then centred squares) as the CPU does; with bf16 tensors (the recipe's low-precision LayerNorm: bf16 inputs,
+// weights and outputs, fp32 statistics) the stored sum is rounded to bf16 first and the statistics are those of the
+// stored values, so the backward pass sees exactly what the forward normalised. The column sums of the backward
+// (dγ, dβ) are in reduce.cu.
 #include "common.cuh"
 
 // sum = x (+ residual); μ = mean(sum); rstd = 1/√(mean((sum − μ)²) + eps); y = (sum − μ)·rstd·γ + β.
 // residual may be null; sum may alias x or residual (each element is read before it is written, by the same lane).
-extern "C" __global__ void layernorm_forward(const float* x, const float* residual, const float* gamma, const float* beta,
-    float eps, float* sum, float* y, float* mean, float* rstd, int rows, int d)
+template <typename T> __forceinline__ void layernorm_forward_t(const T* x, const T* residual, const T* gamma, const T* beta,
+    float eps, T* sum, T* y, float* mean, float* rstd, int rows, int d)
 {
     int row = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5), lane = threadIdx.x & 31;
     if (row >= rows) return;   // whole warps leave together
@@ -14,31 +17,41 @@ extern "C" __global__ void layernorm_forward(const float* x, const float* residu
     float s = 0.f;
     for (int c = lane; c < d; c += 32)
     {
-        float v = residual ? x[base + c] + residual[base + c] : x[base + c];
-        sum[base + c] = v;
-        s += v;
+        T stored = from_f<T>(residual ? to_f(x[base + c]) + to_f(residual[base + c]) : to_f(x[base + c]));
+        sum[base + c] = stored;
+        s += to_f(stored);
     }
     float mu = warp_sum(s) / d;
     float q = 0.f;
     for (int c = lane; c < d; c += 32)
     {
-        float dv = sum[base + c] - mu;
+        float dv = to_f(sum[base + c]) - mu;
         q = fmaf(dv, dv, q);
     }
     float inv = 1.f / sqrtf(warp_sum(q) / d + eps);
     for (int c = lane; c < d; c += 32)
-        y[base + c] = fmaf((sum[base + c] - mu) * inv, gamma[c], beta[c]);
+        y[base + c] = from_f<T>(fmaf((to_f(sum[base + c]) - mu) * inv, to_f(gamma[c]), to_f(beta[c])));
     if (lane == 0)
     {
         mean[row] = mu;
         rstd[row] = inv;
     }
 }
+extern "C" __global__ void layernorm_forward(const float* x, const float* residual, const float* gamma, const float* beta,
+    float eps, float* sum, float* y, float* mean, float* rstd, int rows, int d)
+{
+    layernorm_forward_t(x, residual, gamma, beta, eps, sum, y, mean, rstd, rows, d);
+}
+extern "C" __global__ void layernorm_forward_bf16(const bf16* x, const bf16* residual, const bf16* gamma, const bf16* beta,
+    float eps, bf16* sum, bf16* y, float* mean, float* rstd, int rows, int d)
+{
+    layernorm_forward_t(x, residual, gamma, beta, eps, sum, y, mean, rstd, rows, d);
+}
 
 // dx = rstd·(g − mean(g) − x̂·mean(g·x̂)) with x̂ = (sum − μ)·rstd and g = dy·γ; written, or added when accumulate ≠ 0.
 // dx may alias dy: every lane reads its own columns of dy before writing the same columns of dx.
-extern "C" __global__ void layernorm_backward_dx(const float* dy, const float* sum, const float* mean, const float* rstd,
-    const float* gamma, float* dx, int rows, int d, int accumulate)
+template <typename T> __forceinline__ void layernorm_backward_dx_t(const T* dy, const T* sum, const float* mean, const float* rstd,
+    const T* gamma, T* dx, int rows, int d, int accumulate)
 {
     int row = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5), lane = threadIdx.x & 31;
     if (row >= rows) return;
@@ -47,16 +60,26 @@ extern "C" __global__ void layernorm_backward_dx(const float* dy, const float* s
     float sg = 0.f, sgx = 0.f;
     for (int c = lane; c < d; c += 32)
     {
-        float g = dy[base + c] * gamma[c];
+        float g = to_f(dy[base + c]) * to_f(gamma[c]);
         sg += g;
-        sgx = fmaf(g, (sum[base + c] - mu) * inv, sgx);
+        sgx = fmaf(g, (to_f(sum[base + c]) - mu) * inv, sgx);
     }
     float meanG = warp_sum(sg) / d, meanGX = warp_sum(sgx) / d;
     for (int c = lane; c < d; c += 32)
     {
-        float g = dy[base + c] * gamma[c];
-        float xh = (sum[base + c] - mu) * inv;
+        float g = to_f(dy[base + c]) * to_f(gamma[c]);
+        float xh = (to_f(sum[base + c]) - mu) * inv;
         float v = inv * (g - meanG - xh * meanGX);
-        dx[base + c] = accumulate ? dx[base + c] + v : v;
+        dx[base + c] = from_f<T>(accumulate ? to_f(dx[base + c]) + v : v);
     }
+}
+extern "C" __global__ void layernorm_backward_dx(const float* dy, const float* sum, const float* mean, const float* rstd,
+    const float* gamma, float* dx, int rows, int d, int accumulate)
+{
+    layernorm_backward_dx_t(dy, sum, mean, rstd, gamma, dx, rows, d, accumulate);
+}
+extern "C" __global__ void layernorm_backward_dx_bf16(const bf16* dy, const bf16* sum, const float* mean, const float* rstd,
+    const bf16* gamma, bf16* dx, int rows, int d, int accumulate)
+{
+    layernorm_backward_dx_t(dy, sum, mean, rstd, gamma, dx, rows, d, accumulate);
 }

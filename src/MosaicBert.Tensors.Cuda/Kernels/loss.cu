@@ -3,7 +3,8 @@
 // the CPU's operations. Labels are validated on the host.
 #include "common.cuh"
 
-extern "C" __global__ void cross_entropy(const float* logits, const int* labels, float* losses, float* gradient,
+// logits fp32; gradient (optional) float or bf16.
+template <typename G> __forceinline__ void cross_entropy_t(const float* logits, const int* labels, float* losses, G* gradient,
     float gradientScale, int rows, int v)
 {
     __shared__ float scratch[32];
@@ -22,11 +23,21 @@ extern "C" __global__ void cross_entropy(const float* logits, const int* labels,
     if (gradient)
     {
         float k = gradientScale / s;
-        float* g = gradient + (i64)r * v;
+        G* g = gradient + (i64)r * v;
         for (int c = threadIdx.x; c < v; c += blockDim.x)
         {
             float e = expf(x[c] - m) * k;
-            g[c] = c == label ? e - gradientScale : e;
+            g[c] = from_f<G>(c == label ? e - gradientScale : e);
         }
     }
+}
+extern "C" __global__ void cross_entropy(const float* logits, const int* labels, float* losses, float* gradient,
+    float gradientScale, int rows, int v)
+{
+    cross_entropy_t(logits, labels, losses, gradient, gradientScale, rows, v);
+}
+extern "C" __global__ void cross_entropy_bf16grad(const float* logits, const int* labels, float* losses, bf16* gradient,
+    float gradientScale, int rows, int v)
+{
+    cross_entropy_t(logits, labels, losses, gradient, gradientScale, rows, v);
 }

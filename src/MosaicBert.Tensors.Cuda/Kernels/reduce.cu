@@ -5,7 +5,8 @@
 // Column sums, first level: block (x, y) sums rows [y·chunk, (y+1)·chunk) of columns x·blockDim + tid, in row order,
 // into partial[y, column]. With sum/mean/rstd given (LayerNorm), partialG gets Σ dy·x̂ with x̂ = (sum − μ)·rstd and
 // partialB gets Σ dy; otherwise only partialB (SumRowsInto). Reads are coalesced along the columns.
-extern "C" __global__ void column_sums_partial(const float* dy, const float* sum, const float* mean, const float* rstd,
+// dy and sum are float or bf16 (partials always fp32).
+template <typename T> __forceinline__ void column_sums_partial_t(const T* dy, const T* sum, const float* mean, const float* rstd,
     float* partialG, float* partialB, int rows, int width, int chunk)
 {
     int c = blockIdx.x * blockDim.x + threadIdx.x;
@@ -14,12 +15,22 @@ extern "C" __global__ void column_sums_partial(const float* dy, const float* sum
     float g = 0.f, b = 0.f;
     for (int r = r0; r < r1; r++)
     {
-        float v = dy[(i64)r * width + c];
+        float v = to_f(dy[(i64)r * width + c]);
         b += v;
-        if (sum) g = fmaf(v, (sum[(i64)r * width + c] - mean[r]) * rstd[r], g);
+        if (sum) g = fmaf(v, (to_f(sum[(i64)r * width + c]) - mean[r]) * rstd[r], g);
     }
     partialB[(i64)blockIdx.y * width + c] = b;
     if (sum) partialG[(i64)blockIdx.y * width + c] = g;
+}
+extern "C" __global__ void column_sums_partial(const float* dy, const float* sum, const float* mean, const float* rstd,
+    float* partialG, float* partialB, int rows, int width, int chunk)
+{
+    column_sums_partial_t(dy, sum, mean, rstd, partialG, partialB, rows, width, chunk);
+}
+extern "C" __global__ void column_sums_partial_bf16(const bf16* dy, const bf16* sum, const float* mean, const float* rstd,
+    float* partialG, float* partialB, int rows, int width, int chunk)
+{
+    column_sums_partial_t(dy, sum, mean, rstd, partialG, partialB, rows, width, chunk);
 }
 
 // Second level: out[c] += Σ_chunks partial[k, c], chunks in order.

@@ -49,15 +49,15 @@ public sealed partial class CpuBackend
     /// mask = keep ? 1f / (1f − p) : 0f and y = x·mask. Any split of a tensor into [offset, offset + n) pieces gives
     /// the same mask as one call over the whole.
     /// </remarks>
-    public override void Dropout(Tensor x, Tensor y, Tensor mask, float p, ulong seed, long offset)
+    public override void Dropout(Tensor x, Tensor y, Tensor? mask, float p, ulong seed, long offset)
     {
         Check(x, nameof(x), DType.Float32);
         CheckSameShape(y, nameof(y), x, nameof(x));
-        CheckSameShape(mask, nameof(mask), x, nameof(x));
+        if (mask is not null) CheckSameShape(mask, nameof(mask), x, nameof(x));
         if (!(p >= 0 && p < 1)) throw new ArgumentOutOfRangeException(nameof(p), $"Dropout probability {p} is not in [0, 1).");
         var xs = Floats(x); int xo = (int)x.Offset;
         var ys = Floats(y); int yo = (int)y.Offset;
-        var ms = Floats(mask); int mo = (int)mask.Offset;
+        var ms = mask is null ? null : Floats(mask); int mo = (int)(mask?.Offset ?? 0);
         ulong key = DropoutRandom.Key(seed);
         uint threshold = DropoutRandom.Threshold(p);
         float keepScale = 1f / (1f - p);
@@ -67,7 +67,7 @@ public sealed partial class CpuBackend
             {
                 float v = xs[xo + i];
                 float m = DropoutRandom.Bits24(key, unchecked((ulong)(offset + i))) >= threshold ? keepScale : 0f;
-                ms[mo + i] = m;
+                if (ms is not null) ms[mo + i] = m;
                 ys[yo + i] = v * m;
             }
         });

@@ -38,6 +38,9 @@ public sealed partial class CpuBackend : Backend
         long n = 1;
         foreach (int d in shape) n = checked(n * Math.Max(d, 0));
         if (n > Array.MaxLength) throw new ArgumentException($"Tensor [{string.Join(", ", shape)}] is too large for one array.");
+        if (dtype == DType.BFloat16)
+            throw new NotSupportedException($"The CPU backend computes in fp32 and has no bfloat16 tensors ([{string.Join(", ", shape)}] asked for); " +
+                "use precision Float32 on the CPU, or the CUDA backend for bfloat16.");
         object storage = dtype == DType.Float32 ? new float[n] : new int[n];
         return new Tensor(this, storage, dtype, 0, (int[])shape.Clone(), ownsStorage: true);
     }

@@ -1,0 +1,58 @@
+using MosaicBert.Tensors.Cpu;
+
+namespace MosaicBert.Tensors.Cuda;
+
+// Fused kernels that save passes over large tensors in a training step (measured on MosaicBERT-base, B = 256, S = 128,
+// bf16, H100: the unfused gated GELU + dropout pair cost 13.3 ms forward+backward per step over 12 layers, plus 9.9 ms
+// of dropout kernels, most of it on the [N, 3072] MLP activation).
+public sealed partial class CudaBackend
+{
+    /// <inheritdoc/>
+    /// <remarks>One kernel: reads g once, writes h once; 16-byte vector accesses for bf16 when I % 8 == 0. In fp32 the
+    /// result equals GatedGelu then Dropout bit for bit; in bf16 it rounds once instead of twice.</remarks>
+    public override void GatedGeluDropout(Tensor gated, Tensor h, float p, ulong seed, long offset)
+    {
+        var (t, n, inner) = CheckGated(gated);
+        Check(h, nameof(h), t, n, inner);
+        if (!(p >= 0 && p < 1)) throw new ArgumentOutOfRangeException(nameof(p), $"Dropout probability {p} is not in [0, 1).");
+        LaunchGated("gated_gelu_dropout_forward", t, n, inner, Ptr(gated), Ptr(h), 0, p, seed, offset);
+    }
+
+    /// <inheritdoc/>
+    /// <remarks>One kernel; dh is not modified.</remarks>
+    public override void GatedGeluDropoutBackward(Tensor gated, Tensor dh, Tensor dGated, float p, ulong seed, long offset)
+    {
+        var (t, n, inner) = CheckGated(gated);
+        Check(dh, nameof(dh), t, n, inner);
+        Check(dGated, nameof(dGated), t, n, 2 * inner);
+        if (!(p >= 0 && p < 1)) throw new ArgumentOutOfRangeException(nameof(p), $"Dropout probability {p} is not in [0, 1).");
+        LaunchGated("gated_gelu_dropout_backward", t, n, inner, Ptr(gated), Ptr(dh), Ptr(dGated), p, seed, offset);
+    }
+
+    private (DType Type, int Rows, int Inner) CheckGated(Tensor gated)
+    {
+        var t = CheckFloat(gated, nameof(gated));
+        if (gated.Rank != 2 || gated.Dim(1) % 2 != 0)
+            throw new ArgumentException($"gated must be [N, 2I] with an even width, not {gated.ShapeString}.", nameof(gated));
+        return (t, gated.Dim(0), gated.Dim(1) / 2);
+    }
+
+    /// <summary>Grid: x over column groups (8 bf16 per thread when every row start stays 16-byte aligned), y over rows.</summary>
+    private void LaunchGated(string name, DType t, int rows, int inner, ulong a, ulong b, ulong c, float p, ulong seed, long offset)
+    {
+        if (rows == 0 || inner == 0) return;
+        bool vector = t == DType.BFloat16 && inner % 8 == 0 && (a | b | c) % 16 == 0;
+        int perThread = vector ? 8 : 1;
+        string kernel = vector ? name + "_bf16x8" : Variant(name, t);
+        int groups = (inner + perThread - 1) / perThread;
+        uint block = (uint)Math.Min(128, (groups + 31) / 32 * 32);
+        uint gridY = (uint)Math.Min(rows, 8192);   // a few rows per block
+        float keepScale = 1f / (1f - p);
+        if (c == 0)
+            Launch(Kernel(ActivationsFile, kernel), CeilDiv(groups, block), gridY, block, 0, a, b, rows, inner,
+                DropoutRandom.Key(seed), DropoutRandom.Threshold(p), keepScale, offset);
+        else
+            Launch(Kernel(ActivationsFile, kernel), CeilDiv(groups, block), gridY, block, 0, a, b, c, rows, inner,
+                DropoutRandom.Key(seed), DropoutRandom.Threshold(p), keepScale, offset);
+    }
+}
