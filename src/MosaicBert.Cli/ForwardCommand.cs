@@ -45,7 +45,7 @@ internal static class ForwardCommand
         MosaicBertModel model;
         try
         {
-            model = PretrainedModel.Load(modelDir, backend);
+            model = PretrainedModel.Load(modelDir, backend, precision: BackendFactory.PrecisionFor(backend, ComputePrecisions.Parse(precision, "--precision")));
         }
         catch (Exception e) when (e is CheckpointFormatException or IOException or UnauthorizedAccessException)
         {

@@ -1,3 +1,4 @@
+using MosaicBert.Model;
 using MosaicBert.Tensors;
 using MosaicBert.Tensors.Cpu;
 using MosaicBert.Tensors.Cuda;
@@ -53,7 +54,7 @@ public static class BackendFactory
     /// <param name="onFallback">Receives the fallback message (the caller logs it as a warning).</param>
     /// <exception cref="DeviceUnavailableException">CUDA is unusable and the fallback is not allowed.</exception>
     /// <exception cref="NotSupportedException">The precision is not available (see <see cref="IsSupported"/>).</exception>
-    public static Backend Create(DeviceSpec device, ComputePrecision precision = ComputePrecision.Fp32, int? threads = null,
+    public static Backend Create(DeviceSpec device, ComputePrecision precision = ComputePrecision.Float32, int? threads = null,
         bool allowCpuFallback = false, DeviceOptionNames? names = null, Action<string>? onFallback = null) =>
         Create(device, precision, threads, allowCpuFallback, names, onFallback, OpenCuda);
 
@@ -87,13 +88,17 @@ public static class BackendFactory
     public static bool IsSupported(ComputePrecision precision, DeviceSpec device, out string reason)
     {
         reason = "";
-        if (precision == ComputePrecision.Fp32) return true;
-        // bf16 comes with the CUDA backend's bf16 kernels; until they are connected here, only fp32 runs.
-        reason = device.Kind == DeviceKind.Cpu
-            ? "Precision bf16 is not available in this build, and the CPU backend computes in fp32 in any case; use fp32."
-            : "Precision bf16 is not available in this build; use fp32.";
+        if (precision == ComputePrecision.Float32 || device.Kind == DeviceKind.Cuda) return true;
+        reason = "Precision bf16 needs a CUDA device: the CPU backend computes in fp32; use fp32.";
         return false;
     }
+
+    /// <summary>
+    /// The precision a model on <paramref name="backend"/> computes in: the requested one, except fp32 on the CPU
+    /// backend (which a CUDA request with bf16 may have fallen back to; the fallback message says so).
+    /// </summary>
+    public static ComputePrecision PrecisionFor(Backend backend, ComputePrecision requested) =>
+        backend is CpuBackend ? ComputePrecision.Float32 : requested;
 
     /// <summary>One line for logs: "cpu (16 threads)" or "cuda:0 (NVIDIA H100 80GB HBM3, sm_90, 132 SMs)".</summary>
     public static string Describe(Backend backend) => backend switch
@@ -106,11 +111,8 @@ public static class BackendFactory
     private static Backend OpenCuda(int ordinal, ComputePrecision precision)
     {
         if (!CudaBackend.IsAvailable(out string reason)) throw new CudaUnavailableException(reason);
-        return precision switch
-        {
-            ComputePrecision.Fp32 => new CudaBackend(ordinal),
-            _ => throw new NotSupportedException($"Precision {precision.Name()} is not available in this build."),
-        };
+        _ = precision; // one backend serves both: the model chooses bf16 or fp32 tensors
+        return new CudaBackend(ordinal);
     }
 
     // The backend's reasons end with advice for its own option name ("; use Device cpu"); the factory's message gives

@@ -1,3 +1,4 @@
+using MosaicBert.Model;
 using System.Globalization;
 
 namespace MosaicBert.Devices;
@@ -61,15 +62,6 @@ public readonly record struct DeviceSpec(DeviceKind Kind, int Ordinal = 0)
     public override string ToString() => Kind == DeviceKind.Cpu ? "cpu" : $"cuda:{Ordinal}";
 }
 
-/// <summary>The arithmetic a backend computes in.</summary>
-public enum ComputePrecision
-{
-    /// <summary>32-bit float everywhere (both backends).</summary>
-    Fp32,
-    /// <summary>bfloat16 GEMMs and activations with fp32 accumulation and master weights (CUDA).</summary>
-    Bf16,
-}
-
 /// <summary>Parsing of <see cref="ComputePrecision"/> as users write it (<c>fp32</c>, <c>bf16</c>).</summary>
 public static class ComputePrecisions
 {
@@ -80,13 +72,13 @@ public static class ComputePrecisions
         switch (text?.Trim().ToLowerInvariant())
         {
             case "fp32":
-                precision = ComputePrecision.Fp32;
+                precision = ComputePrecision.Float32;
                 return true;
             case "bf16":
-                precision = ComputePrecision.Bf16;
+                precision = ComputePrecision.BFloat16;
                 return true;
             default:
-                precision = ComputePrecision.Fp32;
+                precision = ComputePrecision.Float32;
                 error = $"{option} must be fp32 or bf16, not '{text}'.";
                 return false;
         }
@@ -98,5 +90,5 @@ public static class ComputePrecisions
         TryParse(text, out var precision, out string error, option) ? precision : throw new ArgumentException(error);
 
     /// <summary>"fp32" or "bf16".</summary>
-    public static string Name(this ComputePrecision precision) => precision == ComputePrecision.Bf16 ? "bf16" : "fp32";
+    public static string Name(this ComputePrecision precision) => precision == ComputePrecision.BFloat16 ? "bf16" : "fp32";
 }

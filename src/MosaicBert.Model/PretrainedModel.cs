@@ -17,7 +17,8 @@ public static class PretrainedModel
     /// </summary>
     /// <exception cref="CheckpointFormatException">Unreadable files, or tensors that do not fit the configuration;
     /// the message names the file and the tensor.</exception>
-    public static MosaicBertModel Load(string directory, Backend backend, ModelHeads? heads = null, int initSeed = 0)
+    public static MosaicBertModel Load(string directory, Backend backend, ModelHeads? heads = null, int initSeed = 0,
+        ComputePrecision precision = ComputePrecision.Float32)
     {
         using var dir = CheckpointDirectory.Open(directory);
         if (dir.ConfigPath is null)
@@ -43,7 +44,7 @@ public static class PretrainedModel
         if (names.Any(n => n.StartsWith("classifier.", StringComparison.Ordinal))) found |= ModelHeads.SequenceClassification;
         if (found.HasFlag(ModelHeads.SequenceClassification))
             config = config with { NumLabels = (int)dir.Tensors.GetInfo("classifier.weight").Shape[0] };
-        var model = new MosaicBertModel(config, heads ?? found, backend);
+        var model = new MosaicBertModel(config, heads ?? found, backend, precision);
         try
         {
             model.InitializeWeights(initSeed);

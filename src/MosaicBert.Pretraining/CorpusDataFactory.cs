@@ -43,7 +43,7 @@ public sealed class CorpusDataFactory : IPretrainingDataFactory
                 : MosaicBertConfig.Preset(o.Preset) with { VocabSize = (tokenizer.Vocabulary.Count + 63) / 64 * 64 };
             if (config.VocabSize < tokenizer.Vocabulary.Count)
                 throw new InvalidOperationException($"The model's vocab_size {config.VocabSize} is smaller than the tokenizer's {tokenizer.Vocabulary.Count} tokens.");
-            var model = new MosaicBertModel(config, ModelHeads.MaskedLM, backend);
+            var model = new MosaicBertModel(config, ModelHeads.MaskedLM, backend, BackendFactory.PrecisionFor(backend, ComputePrecisions.Parse(o.Precision)));
             model.InitializeWeights(o.Seed);
             logger.LogInformation("Model: {Architecture}, {Layers} layers, d={Hidden}, {Parameters:N0} parameters, on {Device}, {Precision}",
                 config.Architecture, config.NumHiddenLayers, config.HiddenSize, model.Layout.Count, BackendFactory.Describe(backend), o.Precision);

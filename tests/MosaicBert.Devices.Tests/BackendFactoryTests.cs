@@ -1,3 +1,4 @@
+using MosaicBert.Model;
 using MosaicBert.Tensors;
 using MosaicBert.Tensors.Cpu;
 using MosaicBert.Tensors.Cuda;
@@ -39,16 +40,19 @@ public sealed class BackendFactoryTests
     }
 
     [Fact]
-    public void PrecisionsParseAndOnlyFp32IsAvailableInThisBuild()
+    public void PrecisionsParseAndBf16NeedsCuda()
     {
-        Assert.Equal(ComputePrecision.Fp32, ComputePrecisions.Parse("fp32"));
-        Assert.Equal(ComputePrecision.Bf16, ComputePrecisions.Parse("BF16"));
+        Assert.Equal(ComputePrecision.Float32, ComputePrecisions.Parse("fp32"));
+        Assert.Equal(ComputePrecision.BFloat16, ComputePrecisions.Parse("BF16"));
         Assert.Contains("Precision must be fp32 or bf16, not 'fp16'", Assert.Throws<ArgumentException>(() => ComputePrecisions.Parse("fp16")).Message);
-        Assert.True(BackendFactory.IsSupported(ComputePrecision.Fp32, DeviceSpec.Cuda(), out _));
-        Assert.False(BackendFactory.IsSupported(ComputePrecision.Bf16, DeviceSpec.Cuda(), out string reason));
-        Assert.Contains("bf16 is not available in this build", reason);
-        var e = Assert.Throws<NotSupportedException>(() => BackendFactory.Create(DeviceSpec.Cpu, ComputePrecision.Bf16));
-        Assert.Contains("bf16 is not available in this build", e.Message);
+        Assert.True(BackendFactory.IsSupported(ComputePrecision.Float32, DeviceSpec.Cuda(), out _));
+        Assert.True(BackendFactory.IsSupported(ComputePrecision.BFloat16, DeviceSpec.Cuda(), out _));
+        Assert.False(BackendFactory.IsSupported(ComputePrecision.BFloat16, DeviceSpec.Cpu, out string reason));
+        Assert.Contains("bf16 needs a CUDA device", reason);
+        var e = Assert.Throws<NotSupportedException>(() => BackendFactory.Create(DeviceSpec.Cpu, ComputePrecision.BFloat16));
+        Assert.Contains("bf16 needs a CUDA device", e.Message);
+        using var cpu = BackendFactory.Create(DeviceSpec.Cpu, ComputePrecision.Float32, 1);
+        Assert.Equal(ComputePrecision.Float32, BackendFactory.PrecisionFor(cpu, ComputePrecision.BFloat16));
     }
 
     [Fact]
@@ -65,7 +69,7 @@ public sealed class BackendFactoryTests
     [Fact]
     public void UnusableCudaSaysWhyAndHowToFallBack()
     {
-        var e = Assert.Throws<DeviceUnavailableException>(() => BackendFactory.Create(DeviceSpec.Cuda(1), ComputePrecision.Fp32, null, false,
+        var e = Assert.Throws<DeviceUnavailableException>(() => BackendFactory.Create(DeviceSpec.Cuda(1), ComputePrecision.Float32, null, false,
             DeviceOptionNames.CommandLine, _ => Assert.Fail("no fallback was allowed"),
             Unusable("no CUDA driver: libcuda.so.1 not found (tried libcuda.so.1); use Device cpu")));
         Assert.Equal(DeviceSpec.Cuda(1), e.Device);
@@ -83,12 +87,12 @@ public sealed class BackendFactoryTests
     public void FallbackIsTakenOnlyWhenAllowedAndIsReported(string backendReason, string reason)
     {
         var messages = new List<string>();
-        using var backend = BackendFactory.Create(DeviceSpec.Cuda(2), ComputePrecision.Fp32, 2, true, DeviceOptionNames.PretrainingHost,
+        using var backend = BackendFactory.Create(DeviceSpec.Cuda(2), ComputePrecision.Float32, 2, true, DeviceOptionNames.PretrainingHost,
             messages.Add, Unusable(backendReason));
         Assert.Equal(2, Assert.IsType<CpuBackend>(backend).Threads);
         Assert.Equal([$"Device cuda:2 cannot be used ({reason}); running on the CPU instead, as the CPU fallback is allowed."], messages);
 
-        var e = Assert.Throws<DeviceUnavailableException>(() => BackendFactory.Create(DeviceSpec.Cuda(2), ComputePrecision.Fp32, 2, false,
+        var e = Assert.Throws<DeviceUnavailableException>(() => BackendFactory.Create(DeviceSpec.Cuda(2), ComputePrecision.Float32, 2, false,
             DeviceOptionNames.PretrainingHost, messages.Add, Unusable(backendReason)));
         Assert.Contains(reason, e.Message);
         Assert.EndsWith("Run on the CPU with --Device cpu, or set --AllowCpuFallback true to fall back to the CPU when CUDA is unusable.", e.Message);
@@ -99,7 +103,7 @@ public sealed class BackendFactoryTests
     public void TheCpuIsNeverAFallbackForTheCpu()
     {
         var opened = false;
-        using var backend = BackendFactory.Create(DeviceSpec.Cpu, ComputePrecision.Fp32, 1, true, null, _ => Assert.Fail("no fallback"),
+        using var backend = BackendFactory.Create(DeviceSpec.Cpu, ComputePrecision.Float32, 1, true, null, _ => Assert.Fail("no fallback"),
             (_, _) => { opened = true; throw new InvalidOperationException(); });
         Assert.IsType<CpuBackend>(backend);
         Assert.False(opened);

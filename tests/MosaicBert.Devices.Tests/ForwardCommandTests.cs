@@ -111,7 +111,7 @@ public sealed class ForwardCommandTests : IDisposable
     [Theory]
     [InlineData("--device", "gpu", 2, "error: --device must be cpu, cuda or cuda:N (N = the GPU's ordinal, from 0), not 'gpu'.")]
     [InlineData("--precision", "fp16", 2, "error: --precision must be fp32 or bf16, not 'fp16'.")]
-    [InlineData("--precision", "bf16", 1, "error: Precision bf16 is not available in this build")]
+    [InlineData("--precision", "bf16", 1, "error: Precision bf16 needs a CUDA device")]
     public void BadDeviceOptionsAreReported(string option, string value, int code, string message)
     {
         var r = Run("forward", "--model", Fixture("tiny-mosaic-mlm"), "--input", Input("tiny-mosaic-mlm"), "--output", Path.Combine(_dir.FullName, "y.safetensors"),

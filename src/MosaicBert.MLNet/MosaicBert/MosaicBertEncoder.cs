@@ -72,9 +72,10 @@ internal sealed class MosaicBertEncoder : IDisposable
                     ? $"{component}: VocabPath is required for a model made from a preset or configuration."
                     : $"{component}: '{options.ModelPath}' has no {VocabFileName}{(hubVocab is null && directory is not null && MosaicBert.Hub.HubReference.IsHubPath(options.ModelPath) ? " or tokenizer.json; set VocabPath (MosaicBERT checkpoints use bert-base-uncased's: " + HubModelSource.BertBaseUncasedVocab + ")" : "; set VocabPath")}.");
             var tokenizer = HubModelSource.CreateTokenizer(vocab);
+            var precision = BackendFactory.PrecisionFor(backend, ComputePrecisions.Parse(options.Precision));
             var model = directory is null
-                ? FromScratch(options, tokenizer, heads, numLabels, seed, backend)
-                : FromCheckpoint(directory, heads, numLabels, seed, backend);
+                ? FromScratch(options, tokenizer, heads, numLabels, seed, backend, precision)
+                : FromCheckpoint(directory, heads, numLabels, seed, backend, precision);
             var c = model.Config;
             if (c.Architecture == EncoderArchitecture.Bert && options.MaxSequenceLength > c.MaxPositionEmbeddings)
                 throw new ArgumentOutOfRangeException(nameof(options), $"{component}: MaxSequenceLength {options.MaxSequenceLength} exceeds this BERT model's {c.MaxPositionEmbeddings} positions.");
@@ -93,23 +94,25 @@ internal sealed class MosaicBertEncoder : IDisposable
         }
     }
 
-    private static MosaicBertModel FromScratch(MosaicBertModelOptions options, BertTokenizer tokenizer, ModelHeads heads, int numLabels, int seed, Backend backend)
+    private static MosaicBertModel FromScratch(MosaicBertModelOptions options, BertTokenizer tokenizer, ModelHeads heads, int numLabels, int seed, Backend backend,
+        ComputePrecision precision)
     {
         var config = options.Config
             ?? MosaicBertConfig.Preset(options.Preset!) with { VocabSize = (tokenizer.Vocabulary.Count + VocabularyMultiple - 1) / VocabularyMultiple * VocabularyMultiple };
         if (heads.HasFlag(ModelHeads.SequenceClassification)) config = config with { NumLabels = numLabels };
-        var model = new MosaicBertModel(config.Validate(), heads, backend);
+        var model = new MosaicBertModel(config.Validate(), heads, backend, precision);
         model.InitializeWeights(seed);
         return model;
     }
 
-    private static MosaicBertModel FromCheckpoint(string directory, ModelHeads heads, int numLabels, int seed, Backend backend)
+    private static MosaicBertModel FromCheckpoint(string directory, ModelHeads heads, int numLabels, int seed, Backend backend,
+        ComputePrecision precision)
     {
-        if (!heads.HasFlag(ModelHeads.SequenceClassification)) return PretrainedModel.Load(directory, backend, heads, seed);
+        if (!heads.HasFlag(ModelHeads.SequenceClassification)) return PretrainedModel.Load(directory, backend, heads, seed, precision);
         // The recipe (spec §4) loads the encoder and the pooler when the checkpoint has one, and always starts with a
         // fresh classifier: a checkpoint's classifier belongs to another task (or has another number of labels).
         using var loaded = PretrainedModel.Load(directory, backend, ModelHeads.SequenceClassification, seed);
-        var model = new MosaicBertModel(loaded.Config with { NumLabels = numLabels }, ModelHeads.SequenceClassification, backend);
+        var model = new MosaicBertModel(loaded.Config with { NumLabels = numLabels }, ModelHeads.SequenceClassification, backend, precision);
         model.InitializeWeights(seed);
         foreach (var p in model.Layout.Parameters)
         {
@@ -125,7 +128,7 @@ internal sealed class MosaicBertEncoder : IDisposable
     /// </summary>
     public void ReleaseTrainingState()
     {
-        var fresh = new MosaicBertModel(Model.Config, Model.Layout.Heads, _backend);
+        var fresh = new MosaicBertModel(Model.Config, Model.Layout.Heads, _backend, Model.Precision);
         _backend.Copy(Model.Parameters, fresh.Parameters);
         Model.Dispose();
         Model = fresh;
