@@ -10,7 +10,8 @@ namespace MosaicBert.Pretraining;
 /// <summary>
 /// The standard data path of a run: corpus → token cache (built on all cores, reused by later runs) → held-out eval
 /// samples → shuffled, dynamically masked training batches; and a freshly initialised model whose vocabulary is the
-/// tokenizer's rounded up to a multiple of 64 (MosaicBERT's 30522 → 30528).
+/// tokenizer's rounded up to a multiple of 64 (MosaicBERT's 30522 → 30528). The steps are public so that the
+/// ML.NET-style pretraining estimator composes the same ones.
 /// </summary>
 public sealed class CorpusDataFactory : IPretrainingDataFactory
 {
@@ -18,13 +19,33 @@ public sealed class CorpusDataFactory : IPretrainingDataFactory
     public (MosaicBertModel Model, IMlmBatchSource Train, IReadOnlyList<MlmBatch> Eval) Create(PretrainingOptions o, ILogger logger)
     {
         var tokenizer = BertTokenizer.Create(o.Vocab);
+        var cache = OpenCache(o, tokenizer, logger); // read by the training source for the whole run
+        var (train, eval) = CreateBatches(o, tokenizer, cache);
+        return (CreateModel(o, tokenizer, logger), train, eval);
+    }
+
+    /// <summary>Opens the token cache of <see cref="PretrainingOptions.Corpus"/>, building it when absent or stale.</summary>
+    public static TokenCache OpenCache(PretrainingOptions o, BertTokenizer tokenizer, ILogger logger, CancellationToken cancellationToken = default)
+    {
         var corpus = new TextCorpus(o.Corpus);
-        var cache = TokenCache.OpenOrBuild(corpus, tokenizer, new TokenCacheOptions { MaxLength = o.SequenceLength, Packing = o.Packing });
+        var cache = TokenCache.OpenOrBuild(corpus, tokenizer, new TokenCacheOptions { MaxLength = o.SequenceLength, Packing = o.Packing },
+            cancellationToken: cancellationToken);
         var built = cache.BuildResult;
         if (built is not null)
             logger.LogInformation(built.Reused
                 ? "Token cache reused: {Samples} samples, {Tokens} tokens"
                 : "Token cache built: {Samples} samples, {Tokens} tokens, {MBps:F1} MB/s of text", built.Samples, built.Tokens, built.TextMegabytesPerSecond);
+        return cache;
+    }
+
+    /// <summary>
+    /// Training batches (shuffled by <see cref="PretrainingOptions.Seed"/>, masked at <see cref="PretrainingOptions.MaskingRatio"/>)
+    /// and the fixed evaluation batches (the <see cref="PretrainingOptions.EvalSamples"/> held-out samples, masked at
+    /// <see cref="PretrainingOptions.EvalMaskingRatio"/>). The evaluation batches are materialised now; the training
+    /// source reads <paramref name="cache"/> as it goes, so the cache must stay open while training.
+    /// </summary>
+    public static (IMlmBatchSource Train, IReadOnlyList<MlmBatch> Eval) CreateBatches(PretrainingOptions o, BertTokenizer tokenizer, TokenCache cache)
+    {
         if (cache.Count <= o.EvalSamples)
             throw new InvalidOperationException($"The corpus gives {cache.Count} samples; EvalSamples ({o.EvalSamples}) must leave some for training.");
         var split = TrainEvalSplit.ByCount(cache.Count, o.EvalSamples, seed: 0);
@@ -32,17 +53,48 @@ public sealed class CorpusDataFactory : IPretrainingDataFactory
             MlmMasker.ForTokenizer(tokenizer, o.MaskingRatio, (ulong)o.Seed), tokenizer.PaddingTokenId, maxDegreeOfParallelism: o.Threads);
         var eval = PretrainingBatcher.EvalBatches(cache, split.Eval, MlmMasker.ForTokenizer(tokenizer, o.EvalMaskingRatio, 0),
             tokenizer.PaddingTokenId, o.MicroBatchSize).Select(Convert).ToList();
+        return (new BatcherSource(train), eval);
+    }
 
-        var config = o.ModelConfig is not null
-            ? MosaicBertConfig.FromJson(File.ReadAllText(o.ModelConfig), o.ModelConfig)
-            : MosaicBertConfig.Preset(o.Preset) with { VocabSize = (tokenizer.Vocabulary.Count + 63) / 64 * 64 };
-        if (config.VocabSize < tokenizer.Vocabulary.Count)
-            throw new InvalidOperationException($"The model's vocab_size {config.VocabSize} is smaller than the tokenizer's {tokenizer.Vocabulary.Count} tokens.");
-        var model = new MosaicBertModel(config, ModelHeads.MaskedLM, new CpuBackend(o.Threads));
-        model.InitializeWeights(o.Seed);
-        logger.LogInformation("Model: {Architecture}, {Layers} layers, d={Hidden}, {Parameters:N0} parameters",
-            config.Architecture, config.NumHiddenLayers, config.HiddenSize, model.Layout.Count);
-        return (model, new BatcherSource(train), eval);
+    /// <summary>
+    /// The model to train: <see cref="PretrainingOptions.ModelConfig"/> or the preset (vocabulary rounded up to a
+    /// multiple of 64) freshly initialised from the seed, or, with <paramref name="initialWeights"/>, the masked-LM model
+    /// of that Hugging Face checkpoint directory (continued pretraining; a missing MLM head starts fresh).
+    /// </summary>
+    public static MosaicBertModel CreateModel(PretrainingOptions o, BertTokenizer tokenizer, ILogger logger, string? initialWeights = null)
+    {
+        var backend = new CpuBackend(o.Threads);
+        MosaicBertModel model;
+        try
+        {
+            if (initialWeights is not null)
+            {
+                model = PretrainedModel.Load(initialWeights, backend, ModelHeads.MaskedLM, o.Seed);
+            }
+            else
+            {
+                var config = o.ModelConfig is not null
+                    ? MosaicBertConfig.FromJson(File.ReadAllText(o.ModelConfig), o.ModelConfig)
+                    : MosaicBertConfig.Preset(o.Preset) with { VocabSize = (tokenizer.Vocabulary.Count + 63) / 64 * 64 };
+                model = new MosaicBertModel(config, ModelHeads.MaskedLM, backend);
+                model.InitializeWeights(o.Seed);
+            }
+        }
+        catch
+        {
+            backend.Dispose();
+            throw;
+        }
+        var c = model.Config;
+        if (c.VocabSize < tokenizer.Vocabulary.Count)
+        {
+            model.Dispose();
+            backend.Dispose();
+            throw new InvalidOperationException($"The model's vocab_size {c.VocabSize} is smaller than the tokenizer's {tokenizer.Vocabulary.Count} tokens.");
+        }
+        logger.LogInformation("Model: {Architecture}, {Layers} layers, d={Hidden}, {Parameters:N0} parameters{Source}",
+            c.Architecture, c.NumHiddenLayers, c.HiddenSize, model.Layout.Count, initialWeights is null ? "" : $", weights from {initialWeights}");
+        return model;
     }
 
     private static MlmBatch Convert(PretrainingBatch b) => new(b.BatchSize, b.SequenceLength, b.InputIds, b.AttentionMask, b.Labels);
