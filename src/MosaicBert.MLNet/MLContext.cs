@@ -29,6 +29,7 @@ public sealed class MLContext
         BinaryClassification = new BinaryClassificationCatalog(this);
         MulticlassClassification = new MulticlassClassificationCatalog(this);
         Regression = new RegressionCatalog(this);
+        Pretraining = new PretrainingCatalog(this);
     }
 
     /// <summary>Loading, splitting, shuffling and enumerating data.</summary>
@@ -48,6 +49,9 @@ public sealed class MLContext
 
     /// <summary>Regression trainers and evaluation.</summary>
     public RegressionCatalog Regression { get; }
+
+    /// <summary>Pretraining of encoders on unlabelled text (masked language modelling).</summary>
+    public PretrainingCatalog Pretraining { get; }
 
     /// <summary>The GPU to use (CUDA ordinal), or null for the CPU. Unlike ML.NET, the ordinal is honoured. Default null.</summary>
     public int? GpuDeviceId { get; set; }
