@@ -85,7 +85,7 @@ public sealed partial class CudaBackend
         Check(mean, nameof(mean), DType.Float32, n);
         Check(rstd, nameof(rstd), DType.Float32, n);
         if (n == 0 || d == 0) return;
-        Launch(Kernel(LayerNormFile, Variant("layernorm_forward", t)), CeilDiv(n, 8), 1, 256, 0,
+        Launch(Kernel(LayerNormFile, LayerNormVariant("layernorm_forward", t, d, x, residual, gamma, beta, sum, y)), CeilDiv(n, 8), 1, 256, 0,
             Ptr(x), Ptr(residual), Ptr(gamma), Ptr(beta), eps, Ptr(sum), Ptr(y), Ptr(mean), Ptr(rstd), n, d);
     }
 
@@ -107,7 +107,7 @@ public sealed partial class CudaBackend
         Check(dBeta, nameof(dBeta), DType.Float32, d);
         if (n == 0 || d == 0) return;
         ColumnSums(dy, sum, mean, rstd, dGamma, dBeta, n, d);
-        Launch(Kernel(LayerNormFile, Variant("layernorm_backward_dx", t)), CeilDiv(n, 8), 1, 256, 0,
+        Launch(Kernel(LayerNormFile, LayerNormVariant("layernorm_backward_dx", t, d, dy, sum, gamma, dx)), CeilDiv(n, 8), 1, 256, 0,
             Ptr(dy), Ptr(sum), Ptr(mean), Ptr(rstd), Ptr(gamma), Ptr(dx), n, d, accumulateDx ? 1 : 0);
     }
 
@@ -131,6 +131,22 @@ public sealed partial class CudaBackend
     /// </summary>
     private void ColumnSums(Tensor dy, Tensor? sum, Tensor? mean, Tensor? rstd, Tensor? outG, Tensor outB, int rows, int width)
     {
+        int v = Vector16(dy.DType);
+        if (width % v == 0 && Aligned16(dy, sum))
+        {
+            // Vectorized: 256-row chunks (8 row lanes of 32 rows), so a BERT-base step's 32,768 tokens give 128 chunks
+            // per column block and enough loads in flight; then a two-level finish in chunk order.
+            int vchunk = Math.Max(64, (int)Math.Min(2048, CeilDiv(rows, 128)));
+            int vchunks = (int)CeilDiv(rows, vchunk);
+            using var pB = Scratch(DType.Float32, (long)vchunks * width);
+            using var pG = sum is null ? null : Scratch(DType.Float32, (long)vchunks * width);
+            string partial = dy.DType == DType.BFloat16 ? "column_sums_partial_bf16x8" : "column_sums_partial_v4";
+            Launch(Kernel(ReduceFile, partial), CeilDiv(width, 32L * v), (uint)vchunks, 32, 8, 0,
+                Ptr(dy), Ptr(sum), Ptr(mean), Ptr(rstd), Ptr(pG), Ptr(pB), rows, width, vchunk);
+            Launch(Kernel(ReduceFile, "column_sums_finish_v"), CeilDiv(width, 32), 1, 32, 8, 0,
+                Ptr(pB), Ptr(pG), vchunks, width, Ptr(outB), Ptr(outG));
+            return;
+        }
         int chunk = Math.Max(32, (int)CeilDiv(rows, 512));
         int chunks = (int)CeilDiv(rows, chunk);
         using var partialB = Scratch(DType.Float32, (long)chunks * width);
@@ -140,6 +156,28 @@ public sealed partial class CudaBackend
         var finish = Kernel(ReduceFile, "column_sums_finish");
         if (outG is not null) Launch(finish, CeilDiv(width, 256), 1, 256, 0, Ptr(partialG), chunks, width, Ptr(outG));
         Launch(finish, CeilDiv(width, 256), 1, 256, 0, Ptr(partialB), chunks, width, Ptr(outB));
+    }
+
+    /// <summary>Elements per 16-byte access: 8 bf16 or 4 float.</summary>
+    private static int Vector16(DType t) => t == DType.BFloat16 ? 8 : 4;
+
+    /// <summary>Whether every given tensor starts on a 16-byte boundary (vector loads need it).</summary>
+    private bool Aligned16(params ReadOnlySpan<Tensor?> tensors)
+    {
+        foreach (var t in tensors)
+            if (t is not null && Ptr(t) % 16 != 0) return false;
+        return true;
+    }
+
+    /// <summary>
+    /// The LayerNorm kernel for width d: the vectorized one (lanes own 16-byte groups kept in registers) when d is a
+    /// multiple of 32 lanes × one vector, at most 1,024 wide, and the tensors are 16-byte aligned; else the scalar one.
+    /// </summary>
+    private string LayerNormVariant(string name, DType t, int d, params ReadOnlySpan<Tensor?> tensors)
+    {
+        int v = Vector16(t);
+        if (d % (32 * v) == 0 && d <= 1024 && Aligned16(tensors)) return name + (t == DType.BFloat16 ? "_bf16x8" : "_v4");
+        return Variant(name, t);
     }
 
     // ---- losses ----

@@ -323,11 +323,15 @@ public sealed partial class CudaBackend : Backend
     /// Launches <paramref name="kernel"/> on the stream with a (gridX, gridY) grid of 1-D blocks. Dynamic shared memory
     /// past 48 KB is opted into on first need. Any failure names the kernel and the launch shape.
     /// </summary>
-    internal unsafe void Launch(Kernel kernel, uint gridX, uint gridY, uint block, uint sharedBytes, params ReadOnlySpan<KernelArg> args)
+    internal void Launch(Kernel kernel, uint gridX, uint gridY, uint block, uint sharedBytes, params ReadOnlySpan<KernelArg> args) =>
+        Launch(kernel, gridX, gridY, block, 1, sharedBytes, args);
+
+    /// <summary>As above with 2-D blocks of block × blockY threads.</summary>
+    internal unsafe void Launch(Kernel kernel, uint gridX, uint gridY, uint block, uint blockY, uint sharedBytes, params ReadOnlySpan<KernelArg> args)
     {
         if (gridX == 0 || gridY == 0) return;
         _device.MakeCurrent();
-        string what = $"{kernel}, grid ({gridX}, {gridY}), block {block}, {sharedBytes} B shared";
+        string what = $"{kernel}, grid ({gridX}, {gridY}), block ({block}, {blockY}), {sharedBytes} B shared";
         if (sharedBytes > kernel.SharedMemoryLimit)
         {
             Cu.Check(Cu.cuFuncSetAttribute(kernel.Function, Cu.FuncAttributeMaxDynamicSharedSizeBytes, (int)sharedBytes), what);
@@ -341,7 +345,7 @@ public sealed partial class CudaBackend : Backend
             pointers[i] = slots + i;
         }
         nint profiled = ProfileBegin();
-        Cu.Check(Cu.cuLaunchKernel(kernel.Function, gridX, gridY, 1, block, 1, 1, sharedBytes, _stream.Handle, pointers, null), what);
+        Cu.Check(Cu.cuLaunchKernel(kernel.Function, gridX, gridY, 1, block, blockY, 1, sharedBytes, _stream.Handle, pointers, null), what);
         ProfileEnd(profiled, kernel.Name);
         _lastKernel = kernel;
         if (_syncEveryLaunch) Cu.Check(Cu.cuStreamSynchronize(_stream.Handle), $"{what} (checked right after its launch)");

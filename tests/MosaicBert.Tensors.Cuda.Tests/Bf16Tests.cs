@@ -225,6 +225,8 @@ public sealed class Bf16Tests
     [InlineData(1, 768)]
     [InlineData(100, 768)]
     [InlineData(33, 100)]
+    [InlineData(5000, 512)]
+    [InlineData(700, 2304)]
     public void LayerNormInBf16HasFp32Statistics(int n, int d)
     {
         _ = G;

@@ -67,32 +67,6 @@ extern "C" __global__ void gated_gelu_backward_bf16(const bf16* g, const bf16* d
 // row, no 64-bit division). p = 0 turns dropout off (keepScale 1, threshold 0: every element kept).
 #include "dropout_hash.cuh"
 
-template <typename T, int V> __forceinline__ void load_v(const T* p, float* out)
-{
-    if constexpr (V == 8)
-    {
-        uint4 raw = *reinterpret_cast<const uint4*>(p);
-        unsigned w[4] = { raw.x, raw.y, raw.z, raw.w };
-        for (int k = 0; k < 4; k++)
-        {
-            out[2 * k] = __uint_as_float(w[k] << 16);
-            out[2 * k + 1] = __uint_as_float(w[k] & 0xffff0000u);
-        }
-    }
-    else out[0] = to_f(p[0]);
-}
-
-template <typename T, int V> __forceinline__ void store_v(T* p, const float* v)
-{
-    if constexpr (V == 8)
-    {
-        unsigned w[4];
-        for (int k = 0; k < 4; k++) w[k] = (unsigned)from_f<bf16>(v[2 * k]) | ((unsigned)from_f<bf16>(v[2 * k + 1]) << 16);
-        *reinterpret_cast<uint4*>(p) = make_uint4(w[0], w[1], w[2], w[3]);
-    }
-    else p[0] = from_f<T>(v[0]);
-}
-
 template <typename T, int V> __forceinline__ void gated_gelu_dropout_forward_t(const T* g, T* h, int rows, int inner,
     u64 key, unsigned threshold, float keepScale, i64 offset)
 {

@@ -80,3 +80,37 @@ template <> __forceinline__ bf16 from_f<bf16>(float v)
     u += 0x7fffu + ((u >> 16) & 1u);
     return (bf16)(u >> 16);
 }
+
+// Vector loads and stores of V consecutive elements widened to fp32: V = 8 bf16 or V = 4 float is one 16-byte access
+// (the address must be 16-byte aligned); V = 1 is a plain element.
+template <typename T, int V> __forceinline__ void load_v(const T* p, float* out)
+{
+    if constexpr (V == 8)
+    {
+        uint4 raw = *reinterpret_cast<const uint4*>(p);
+        unsigned w[4] = { raw.x, raw.y, raw.z, raw.w };
+        for (int k = 0; k < 4; k++)
+        {
+            out[2 * k] = __uint_as_float(w[k] << 16);
+            out[2 * k + 1] = __uint_as_float(w[k] & 0xffff0000u);
+        }
+    }
+    else if constexpr (V == 4)
+    {
+        float4 raw = *reinterpret_cast<const float4*>(p);
+        out[0] = raw.x; out[1] = raw.y; out[2] = raw.z; out[3] = raw.w;
+    }
+    else out[0] = to_f(p[0]);
+}
+
+template <typename T, int V> __forceinline__ void store_v(T* p, const float* v)
+{
+    if constexpr (V == 8)
+    {
+        unsigned w[4];
+        for (int k = 0; k < 4; k++) w[k] = (unsigned)from_f<bf16>(v[2 * k]) | ((unsigned)from_f<bf16>(v[2 * k + 1]) << 16);
+        *reinterpret_cast<uint4*>(p) = make_uint4(w[0], w[1], w[2], w[3]);
+    }
+    else if constexpr (V == 4) *reinterpret_cast<float4*>(p) = make_float4(v[0], v[1], v[2], v[3]);
+    else p[0] = from_f<T>(v[0]);
+}

@@ -83,3 +83,122 @@ extern "C" __global__ void layernorm_backward_dx_bf16(const bf16* dy, const bf16
 {
     layernorm_backward_dx_t(dy, sum, mean, rstd, gamma, dx, rows, d, accumulate);
 }
+
+// ---- vectorized variants for the model's widths: d = 32·V·k with k ≤ K ----
+// Same math and the same bf16 rounding of the stored sum as above; lane l owns the V consecutive columns
+// (j·32 + l)·V .. +V for j < d/(32·V), read with 16-byte accesses and kept in registers between the passes (one read
+// of each input). Only the order of the fp32 additions inside a lane differs from the scalar kernels.
+template <typename T, int V, int K> __forceinline__ void layernorm_forward_v(const T* x, const T* residual, const T* gamma,
+    const T* beta, float eps, T* sum, T* y, float* mean, float* rstd, int rows, int d)
+{
+    int row = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5), lane = threadIdx.x & 31;
+    if (row >= rows) return;
+    int parts = d / (32 * V);
+    i64 base = (i64)row * d;
+    float s[K][V];
+    float acc = 0.f;
+#pragma unroll
+    for (int j = 0; j < K; j++)
+    {
+        if (j >= parts) break;
+        int c = (j * 32 + lane) * V;
+        float r[V];
+        load_v<T, V>(x + base + c, s[j]);
+        if (residual)
+        {
+            load_v<T, V>(residual + base + c, r);
+            for (int k = 0; k < V; k++) s[j][k] = to_f(from_f<T>(s[j][k] + r[k]));
+        }
+        if (sum != x || residual) store_v<T, V>(sum + base + c, s[j]);
+        for (int k = 0; k < V; k++) acc += s[j][k];
+    }
+    float mu = warp_sum(acc) / d;
+    float q = 0.f;
+#pragma unroll
+    for (int j = 0; j < K; j++)
+    {
+        if (j >= parts) break;
+        for (int k = 0; k < V; k++) { float dv = s[j][k] - mu; q = fmaf(dv, dv, q); }
+    }
+    float inv = 1.f / sqrtf(warp_sum(q) / d + eps);
+#pragma unroll
+    for (int j = 0; j < K; j++)
+    {
+        if (j >= parts) break;
+        int c = (j * 32 + lane) * V;
+        float gm[V], bt[V], out[V];
+        load_v<T, V>(gamma + c, gm);
+        load_v<T, V>(beta + c, bt);
+        for (int k = 0; k < V; k++) out[k] = fmaf((s[j][k] - mu) * inv, gm[k], bt[k]);
+        store_v<T, V>(y + base + c, out);
+    }
+    if (lane == 0)
+    {
+        mean[row] = mu;
+        rstd[row] = inv;
+    }
+}
+extern "C" __global__ void layernorm_forward_v4(const float* x, const float* residual, const float* gamma, const float* beta,
+    float eps, float* sum, float* y, float* mean, float* rstd, int rows, int d)
+{
+    layernorm_forward_v<float, 4, 8>(x, residual, gamma, beta, eps, sum, y, mean, rstd, rows, d);
+}
+extern "C" __global__ void layernorm_forward_bf16x8(const bf16* x, const bf16* residual, const bf16* gamma, const bf16* beta,
+    float eps, bf16* sum, bf16* y, float* mean, float* rstd, int rows, int d)
+{
+    layernorm_forward_v<bf16, 8, 4>(x, residual, gamma, beta, eps, sum, y, mean, rstd, rows, d);
+}
+
+template <typename T, int V, int K> __forceinline__ void layernorm_backward_dx_v(const T* dy, const T* sum, const float* mean,
+    const float* rstd, const T* gamma, T* dx, int rows, int d, int accumulate)
+{
+    int row = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5), lane = threadIdx.x & 31;
+    if (row >= rows) return;
+    int parts = d / (32 * V);
+    i64 base = (i64)row * d;
+    float mu = mean[row], inv = rstd[row];
+    float g[K][V], xh[K][V];
+    float sg = 0.f, sgx = 0.f;
+#pragma unroll
+    for (int j = 0; j < K; j++)
+    {
+        if (j >= parts) break;
+        int c = (j * 32 + lane) * V;
+        float gm[V];
+        load_v<T, V>(dy + base + c, g[j]);
+        load_v<T, V>(sum + base + c, xh[j]);
+        load_v<T, V>(gamma + c, gm);
+        for (int k = 0; k < V; k++)
+        {
+            g[j][k] *= gm[k];
+            xh[j][k] = (xh[j][k] - mu) * inv;
+            sg += g[j][k];
+            sgx = fmaf(g[j][k], xh[j][k], sgx);
+        }
+    }
+    float meanG = warp_sum(sg) / d, meanGX = warp_sum(sgx) / d;
+#pragma unroll
+    for (int j = 0; j < K; j++)
+    {
+        if (j >= parts) break;
+        int c = (j * 32 + lane) * V;
+        float prev[V], out[V];
+        if (accumulate) load_v<T, V>(dx + base + c, prev);
+        for (int k = 0; k < V; k++)
+        {
+            float v = inv * (g[j][k] - meanG - xh[j][k] * meanGX);
+            out[k] = accumulate ? prev[k] + v : v;
+        }
+        store_v<T, V>(dx + base + c, out);
+    }
+}
+extern "C" __global__ void layernorm_backward_dx_v4(const float* dy, const float* sum, const float* mean, const float* rstd,
+    const float* gamma, float* dx, int rows, int d, int accumulate)
+{
+    layernorm_backward_dx_v<float, 4, 8>(dy, sum, mean, rstd, gamma, dx, rows, d, accumulate);
+}
+extern "C" __global__ void layernorm_backward_dx_bf16x8(const bf16* dy, const bf16* sum, const float* mean, const float* rstd,
+    const bf16* gamma, bf16* dx, int rows, int d, int accumulate)
+{
+    layernorm_backward_dx_v<bf16, 8, 4>(dy, sum, mean, rstd, gamma, dx, rows, d, accumulate);
+}
