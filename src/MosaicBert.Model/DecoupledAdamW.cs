@@ -59,12 +59,13 @@ public sealed class DecoupledAdamW : IDisposable
     /// Scales the gradients so that their global L2 norm is at most <paramref name="maxNorm"/>.
     /// </summary>
     /// <returns>The norm before clipping.</returns>
-    public double ClipGradients(double maxNorm)
-    {
-        double norm = Math.Sqrt(_model.Backend.SumOfSquares(_model.Gradients));
-        if (norm > maxNorm && norm > 0) _model.Backend.Scale(_model.Gradients, (float)(maxNorm / norm));
-        return norm;
-    }
+    public double ClipGradients(double maxNorm) => QueueClipGradients(maxNorm).Read();
+
+    /// <summary>
+    /// <see cref="ClipGradients"/> without waiting: on a GPU the decision is taken on the device, and the norm is read
+    /// (waiting) only when the caller asks for it — so the optimizer step can be queued behind the clipping.
+    /// </summary>
+    public DeferredScalar QueueClipGradients(double maxNorm) => _model.Backend.ClipByGlobalNorm(_model.Gradients, maxNorm);
 
     /// <summary>One update with learning rate <paramref name="learningRate"/> (e.g. from a schedule).</summary>
     public void Step(float learningRate)

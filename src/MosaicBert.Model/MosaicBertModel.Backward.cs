@@ -30,6 +30,25 @@ public sealed partial class MosaicBertModel
     /// <returns>The unscaled mean loss of the batch.</returns>
     public float ForwardBackward(EncoderBatch batch, TrainingObjective objective, DropoutSettings? dropout = null, float lossScale = 1)
     {
+        // The per-row losses are read back only now, so the whole backward pass is queued without waiting for the GPU.
+        var losses = QueueForwardBackwardCore(batch, objective, dropout, lossScale);
+        var host = new float[losses.Length];
+        Backend.Download(losses, host);
+        return (float)host.Average(x => (double)x);
+    }
+
+    /// <summary>
+    /// <see cref="ForwardBackward"/> without waiting for the backend: the mean loss is reduced on the device and read
+    /// only when asked for (it stays readable after later steps), so the optimizer step and the next batch can be queued
+    /// behind this one. The mean is summed in double on the device, so it may differ from ForwardBackward's in the last
+    /// bits; gradients are the same.
+    /// </summary>
+    public DeferredScalar QueueForwardBackward(EncoderBatch batch, TrainingObjective objective, DropoutSettings? dropout = null, float lossScale = 1) =>
+        Backend.Mean(QueueForwardBackwardCore(batch, objective, dropout, lossScale));
+
+    /// <returns>The per-row losses, on the backend.</returns>
+    private Tensor QueueForwardBackwardCore(EncoderBatch batch, TrainingObjective objective, DropoutSettings? dropout, float lossScale)
+    {
         ArgumentNullException.ThrowIfNull(batch);
         ArgumentNullException.ThrowIfNull(objective);
         Encode(batch, dropout);
@@ -46,10 +65,7 @@ public sealed partial class MosaicBertModel
             _ => throw new ArgumentException($"Unknown objective {objective}."),
         };
         EncoderBackward(dHidden, g, n, d);
-        // The per-row losses are read back only now, so the whole backward pass is queued without waiting for the GPU.
-        var host = new float[losses.Length];
-        Backend.Download(losses, host);
-        return (float)host.Average(x => (double)x);
+        return losses;
     }
 
     private GradientBuffers Grads(Workspace ws)

@@ -132,9 +132,11 @@ public sealed class PretrainingRunner(PretrainingOptions options, ILogger logger
                 samples += (long)stats[1];
                 tokens += (long)stats[2];
                 // ---- end data parallel ----
-                double norm = o.GradientClipNorm is double clip ? optimizer.ClipGradients(clip) : double.NaN;
+                // Clipping is decided on the device; the norm is read after the optimizer step is queued.
+                var clippedNorm = o.GradientClipNorm is double clip ? optimizer.QueueClipGradients(clip) : null;
                 float lr = LearningRate(o, samples - o.GlobalBatchSize, tokens, totalSteps);
                 optimizer.Step(lr);
+                double norm = clippedNorm?.Read() ?? double.NaN;
                 step++;
                 double loss = lossSum / accumulation;
                 trainCurve.Add(new CurvePoint(step, loss));

@@ -196,7 +196,10 @@ public sealed partial class CudaBackend
         var host = HostInts(labels);
         for (int r = 0; r < k; r++)
             if ((uint)host[r] >= (uint)v) throw new ArgumentOutOfRangeException(nameof(labels), $"Label {host[r]} at row {r} is outside 0..{v - 1}.");
-        Launch(Kernel(LossFile, gradient?.DType == DType.BFloat16 ? "cross_entropy_bf16grad" : "cross_entropy"), (uint)k, 1, v >= 4096 ? 512u : 128u, 0,
+        // Two passes with 16-byte loads where rows allow (v a multiple of 4, aligned rows), else the three-pass kernel.
+        string name = v % 4 == 0 && Aligned16(logits, gradient) ? "cross_entropy_v4" : "cross_entropy";
+        if (gradient?.DType == DType.BFloat16) name += "_bf16grad";
+        Launch(Kernel(LossFile, name), (uint)k, 1, v >= 4096 ? 512u : 128u, 0,
             Ptr(logits), Ptr(labels), Ptr(losses), Ptr(gradient), gradientScale, k, v);
     }
 

@@ -331,10 +331,12 @@ public sealed partial class CudaBackend : Backend
     {
         if (gridX == 0 || gridY == 0) return;
         _device.MakeCurrent();
-        string what = $"{kernel}, grid ({gridX}, {gridY}), block ({block}, {blockY}), {sharedBytes} B shared";
+        // The description is built only for an error message (a launch is on the hot path).
+        string What() => $"{kernel}, grid ({gridX}, {gridY}), block {(blockY == 1 ? $"{block}" : $"({block}, {blockY})")}, {sharedBytes} B shared";
         if (sharedBytes > kernel.SharedMemoryLimit)
         {
-            Cu.Check(Cu.cuFuncSetAttribute(kernel.Function, Cu.FuncAttributeMaxDynamicSharedSizeBytes, (int)sharedBytes), what);
+            int set = Cu.cuFuncSetAttribute(kernel.Function, Cu.FuncAttributeMaxDynamicSharedSizeBytes, (int)sharedBytes);
+            if (set != Cu.Success) Cu.Check(set, What(), "cuFuncSetAttribute");
             kernel.SharedMemoryLimit = (int)sharedBytes;
         }
         ulong* slots = stackalloc ulong[Math.Max(1, args.Length)];
@@ -345,10 +347,11 @@ public sealed partial class CudaBackend : Backend
             pointers[i] = slots + i;
         }
         nint profiled = ProfileBegin();
-        Cu.Check(Cu.cuLaunchKernel(kernel.Function, gridX, gridY, 1, block, blockY, 1, sharedBytes, _stream.Handle, pointers, null), what);
+        int launched = Cu.cuLaunchKernel(kernel.Function, gridX, gridY, 1, block, blockY, 1, sharedBytes, _stream.Handle, pointers, null);
+        if (launched != Cu.Success) Cu.Check(launched, What(), "cuLaunchKernel");
         ProfileEnd(profiled, kernel.Name);
         _lastKernel = kernel;
-        if (_syncEveryLaunch) Cu.Check(Cu.cuStreamSynchronize(_stream.Handle), $"{what} (checked right after its launch)");
+        if (_syncEveryLaunch) Cu.Check(Cu.cuStreamSynchronize(_stream.Handle), $"{What()} (checked right after its launch)");
     }
 
     /// <summary>Launches an element-wise (grid-stride) kernel over n elements: blocks of 256, at most 16 per SM.</summary>

@@ -72,6 +72,8 @@ public readonly struct KernelArg
     public static implicit operator KernelArg(ulong value) => new(value);
     /// <summary>A float parameter.</summary>
     public static implicit operator KernelArg(float value) => new(BitConverter.SingleToUInt32Bits(value));
+    /// <summary>A double parameter.</summary>
+    public static implicit operator KernelArg(double value) => new(BitConverter.DoubleToUInt64Bits(value));
 }
 
 /// <summary>

@@ -208,6 +208,32 @@ public abstract class Backend : IDisposable
     public abstract void Scale(Tensor x, float factor);
 
     /// <summary>
+    /// Gradient-norm clipping: ‖x‖ = √(Σ x²) (in double); when ‖x‖ &gt; <paramref name="maxNorm"/>, x ← x·(float)(maxNorm/‖x‖).
+    /// Returns ‖x‖ before clipping. A GPU backend decides on the device, so nothing waits until the norm is read; the
+    /// arithmetic is that of <see cref="SumOfSquares"/> then <see cref="Scale"/>, bit for bit.
+    /// </summary>
+    public virtual DeferredScalar ClipByGlobalNorm(Tensor x, double maxNorm)
+    {
+        double norm = Math.Sqrt(SumOfSquares(x));
+        if (norm > maxNorm && norm > 0) Scale(x, (float)(maxNorm / norm));
+        return new DeferredScalar(norm);
+    }
+
+    /// <summary>
+    /// The mean of a Float32 tensor's elements, summed in double. A GPU backend reduces on the device and the value
+    /// stays readable after later work overwrites <paramref name="x"/>; the default reads x now.
+    /// </summary>
+    public virtual DeferredScalar Mean(Tensor x)
+    {
+        ArgumentNullException.ThrowIfNull(x);
+        var host = new float[x.Length];
+        Download(x, host);
+        double sum = 0;
+        foreach (float v in host) sum += v;
+        return new DeferredScalar(host.Length == 0 ? double.NaN : sum / host.Length);
+    }
+
+    /// <summary>
     /// One decoupled AdamW step over whole blocks (Composer's DecoupledAdamW): per element,
     /// θ ← θ·(1 − <paramref name="decayFactor"/>); m ← β1·m + (1 − β1)·g; v ← β2·v + (1 − β2)·g²;
     /// θ ← θ − lr·(m / (1 − β1ᵗ)) / (√(v / (1 − β2ᵗ)) + ε), with t = <paramref name="step"/> (from 1).

@@ -984,6 +984,38 @@ public sealed class CpuBackwardTests
         }
     }
 
+    [Theory]
+    [InlineData(0.5)]   // clipped
+    [InlineData(1e6)]   // below the threshold: untouched
+    public void ClipByGlobalNormIsSumOfSquaresThenScale(double maxNorm)
+    {
+        var x = Random(1001, 7, 3);
+        using var clipped = Upload(x, x.Length);
+        using var manual = Upload(x, x.Length);
+        double norm = s_cpu.ClipByGlobalNorm(clipped, maxNorm).Read();
+        double expected = Math.Sqrt(s_cpu.SumOfSquares(manual));
+        Assert.Equal(expected, norm);
+        if (expected > maxNorm) s_cpu.Scale(manual, (float)(maxNorm / expected));
+        var a = new float[x.Length];
+        var b = new float[x.Length];
+        s_cpu.Download(clipped, a);
+        s_cpu.Download(manual, b);
+        Assert.Equal(b, a);
+        Assert.Equal(maxNorm < 1e3, !a.SequenceEqual(x));
+    }
+
+    [Fact]
+    public void MeanSumsInDouble()
+    {
+        var x = Random(999, 8, 2);
+        using var t = Upload(x, x.Length);
+        var mean = s_cpu.Mean(t);
+        Assert.True(mean.IsRead);
+        Assert.Equal(x.Average(v => (double)v), mean.Read(), 15);
+        using var empty = s_cpu.Allocate(0);
+        Assert.True(double.IsNaN(s_cpu.Mean(empty).Read()));
+    }
+
     // ---- AdamW ----
 
     [Theory]

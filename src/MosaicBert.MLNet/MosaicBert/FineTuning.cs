@@ -94,7 +94,7 @@ internal static class FineTuning
                         var dropout = new DropoutSettings(unchecked((ulong)seed * 0x9E3779B97F4A7C15UL ^ (ulong)step));
                         lossSum += model.ForwardBackward(batch, task.Objective(rows), dropout);
                         lossCount++;
-                        if (o.GradientClipNorm is double clip && clip > 0) optimizer.ClipGradients(clip);
+                        if (o.GradientClipNorm is double clip && clip > 0) optimizer.QueueClipGradients(clip);
                         lr = schedule.LearningRate(step);
                         optimizer.Step(lr);
                         step++;

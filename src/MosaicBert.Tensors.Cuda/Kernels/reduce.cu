@@ -145,3 +145,24 @@ extern "C" __global__ void column_sums_finish_v(const float* partialB, const flo
     outB[c] += b;
     if (partialG) outG[c] += g;
 }
+
+// ---- device-side scalars (no host wait inside a training step) ----
+// Clipping decided on the device: total = Σx² from sum_of_squares_finish; norm = √total (IEEE double, as the host's
+// Math.Sqrt); when norm > maxNorm, x ← x·(float)(maxNorm/norm) — the host path's Scale, bit for bit.
+extern "C" __global__ void clip_by_norm(float* x, i64 n, const double* total, double maxNorm)
+{
+    double norm = sqrt(*total);
+    if (!(norm > maxNorm && norm > 0.0)) return;
+    float factor = (float)(maxNorm / norm);
+    FOR_EACH(i, n) x[i] = x[i] * factor;
+}
+
+// One block: out = (Σ x in double) / n; threads sum strided elements, then the block tree (fixed order).
+extern "C" __global__ void mean_to_double(const float* x, i64 n, double* out)
+{
+    __shared__ double scratch[32];
+    double s = 0.0;
+    for (i64 i = threadIdx.x; i < n; i += blockDim.x) s += (double)x[i];
+    s = block_sum(s, scratch);
+    if (threadIdx.x == 0) *out = n > 0 ? s / (double)n : __longlong_as_double(0x7ff8000000000000ll);
+}
