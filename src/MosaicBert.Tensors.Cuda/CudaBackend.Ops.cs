@@ -134,9 +134,9 @@ public sealed partial class CudaBackend
         int v = Vector16(dy.DType);
         if (width % v == 0 && Aligned16(dy, sum))
         {
-            // Vectorized: 256-row chunks (8 row lanes of 32 rows), so a BERT-base step's 32,768 tokens give 128 chunks
+            // Vectorized: 128-row chunks (8 row lanes of 16 rows), so a BERT-base step's 32,768 tokens give 256 chunks
             // per column block and enough loads in flight; then a two-level finish in chunk order.
-            int vchunk = Math.Max(64, (int)Math.Min(2048, CeilDiv(rows, 128)));
+            int vchunk = Math.Max(64, (int)Math.Min(2048, CeilDiv(rows, 256)));
             int vchunks = (int)CeilDiv(rows, vchunk);
             using var pB = Scratch(DType.Float32, (long)vchunks * width);
             using var pG = sum is null ? null : Scratch(DType.Float32, (long)vchunks * width);
@@ -334,7 +334,10 @@ public sealed partial class CudaBackend
         if (!(beta2 >= 0 && beta2 < 1)) throw new ArgumentOutOfRangeException(nameof(beta2), $"beta2 = {beta2} is not in [0, 1).");
         double bc1 = 1 - Math.Pow(beta1, step);
         double bc2 = 1 - Math.Pow(beta2, step);
-        LaunchElements(OptimizerFile, copy is null ? "adamw" : "adamw_bf16copy", parameters.Length, Ptr(parameters), Ptr(gradients),
+        // Four elements per thread with 16-byte accesses when every block is aligned (the model's are: pool allocations).
+        bool v4 = Aligned16(parameters, gradients, m, v) && Ptr(copy) % 8 == 0;
+        string name = (copy is null ? "adamw" : "adamw_bf16copy") + (v4 ? "_v4" : "");
+        LaunchElements(OptimizerFile, name, v4 ? Math.Max(1, parameters.Length / 4) : parameters.Length, Ptr(parameters), Ptr(gradients),
             Ptr(m), Ptr(v), parameters.Length, 1f - decayFactor, beta1, (float)(1 - (double)beta1), beta2, (float)(1 - (double)beta2),
             (float)(lr / bc1), (float)Math.Sqrt(bc2), eps, Ptr(copy));
     }
