@@ -189,7 +189,7 @@ public sealed partial class MosaicBertModel
             {
                 // down = act'·Woᵀ + bo with act' = dropout(GeGLU(up)), up = x1·Wgᵀ (no bias)
                 LinearBackward(dSum, a.Activation, pfx + "mlp.wo", dAct, accumulate: false);
-                Backend.GatedGeluDropoutBackward(a.Up, dAct, dUp, dropped ? p : 0, dropped ? _dropout!.Value.SiteSeed(2 + 2 * l) : 0, 0);
+                Backend.GatedGeluDropoutBackward(a.Up, dAct, dUp, dropped ? p : 0, dropped ? _dropout!.Value.SiteSeed(2 + 2 * l) : 0, 0, dropped ? a.KeepBits : null);
                 LinearBackward(dUp, a.X1, pfx + "mlp.gated_layers", fuseResidual ? dSum : dX1, accumulate: fuseResidual);
             }
             var dx1 = fuseResidual ? dSum : dX1;

@@ -42,7 +42,8 @@ public sealed partial class MosaicBertModel
                     Own(backend.Allocate(act, tokens, d)), Own(backend.Allocate(act, tokens, d)), Own(backend.Allocate(act, tokens, d)),
                     Own(backend.Allocate(tokens)), Own(backend.Allocate(tokens)),
                     Own(backend.Allocate(act, tokens, up)), Own(backend.Allocate(act, tokens, c.IntermediateSize)),
-                    Own(backend.Allocate(act, tokens, d)), Own(backend.Allocate(act, tokens, d)), Own(backend.Allocate(tokens)), Own(backend.Allocate(tokens)));
+                    Own(backend.Allocate(act, tokens, d)), Own(backend.Allocate(act, tokens, d)), Own(backend.Allocate(tokens)), Own(backend.Allocate(tokens)),
+                    Own(backend.Allocate(DType.Int32, checked((int)(((long)tokens * c.IntermediateSize + 31) / 32)))));
             }
             Layers = _layers;
             Hidden = _hidden;
@@ -109,15 +110,17 @@ public sealed partial class MosaicBertModel
     }
 
     /// <summary>Per-layer activations.</summary>
-    /// <remarks>No dropout masks are kept: the backward pass regenerates them from the counter generator
-    /// (<see cref="Backend.DropoutBackward"/>), the same values bit for bit, for 4 bytes per element less memory.</remarks>
+    /// <remarks>No float dropout masks are kept: the backward pass regenerates them from the counter generator
+    /// (<see cref="Backend.DropoutBackward"/>), the same values bit for bit, for 4 bytes per element less memory. The
+    /// MLP's mask, the largest, may be recorded as one bit per element in KeepBits (⌈N·I/32⌉ words, bit r·I + c) by a
+    /// backend that prefers reading it to hashing again (<see cref="Backend.GatedGeluDropout"/>).</remarks>
     private sealed record LayerBuffers(
         Tensor Qkv, Tensor Context, Tensor LogSumExp, Tensor AttentionOutput, Tensor Sum1, Tensor X1, Tensor Mean1, Tensor Rstd1,
-        Tensor Up, Tensor Activation, Tensor Down, Tensor Sum2, Tensor Mean2, Tensor Rstd2)
+        Tensor Up, Tensor Activation, Tensor Down, Tensor Sum2, Tensor Mean2, Tensor Rstd2, Tensor KeepBits)
     {
         public LayerBuffers Rows(int n) => new(Qkv.Rows(0, n), Context.Rows(0, n), LogSumExp.Rows(0, n), AttentionOutput.Rows(0, n),
             Sum1.Rows(0, n), X1.Rows(0, n), Mean1.Rows(0, n), Rstd1.Rows(0, n), Up.Rows(0, n), Activation.Rows(0, n),
-            Down.Rows(0, n), Sum2.Rows(0, n), Mean2.Rows(0, n), Rstd2.Rows(0, n));
+            Down.Rows(0, n), Sum2.Rows(0, n), Mean2.Rows(0, n), Rstd2.Rows(0, n), KeepBits);
     }
 
     /// <summary>

@@ -177,8 +177,8 @@ public sealed partial class MosaicBertModel : IDisposable
             Backend.Linear(x, Weight(pfx + "attention.self.Wqkv.weight"), Weight(pfx + "attention.self.Wqkv.bias"), a.Qkv);
             Backend.Attention(a.Qkv, ws.CuSeqlens, ws.Positions, _slopes, scale, a.Context, a.LogSumExp);
             Backend.Linear(a.Context, Weight(pfx + "attention.output.dense.weight"), Weight(pfx + "attention.output.dense.bias"), a.AttentionOutput);
-            if (drop > 0) Backend.Dropout(a.AttentionOutput, a.AttentionOutput, null, drop, dropout!.Value.SiteSeed(1 + 2 * l), 0);
-            Backend.LayerNorm(a.AttentionOutput, x, Weight(pfx + "attention.output.LayerNorm.weight"), Weight(pfx + "attention.output.LayerNorm.bias"),
+            Backend.DropoutResidualLayerNorm(a.AttentionOutput, drop, drop > 0 ? dropout!.Value.SiteSeed(1 + 2 * l) : 0, 0, x,
+                Weight(pfx + "attention.output.LayerNorm.weight"), Weight(pfx + "attention.output.LayerNorm.bias"),
                 c.LayerNormEps, a.Sum1, a.X1, a.Mean1, a.Rstd1);
             if (classic)
             {
@@ -192,7 +192,7 @@ public sealed partial class MosaicBertModel : IDisposable
             else
             {
                 Backend.Linear(a.X1, Weight(pfx + "mlp.gated_layers.weight"), null, a.Up);
-                Backend.GatedGeluDropout(a.Up, a.Activation, drop, drop > 0 ? dropout!.Value.SiteSeed(2 + 2 * l) : 0, 0);
+                Backend.GatedGeluDropout(a.Up, a.Activation, drop, drop > 0 ? dropout!.Value.SiteSeed(2 + 2 * l) : 0, 0, drop > 0 ? a.KeepBits : null);
                 Backend.Linear(a.Activation, Weight(pfx + "mlp.wo.weight"), Weight(pfx + "mlp.wo.bias"), a.Down);
                 Backend.LayerNorm(a.Down, a.X1, Weight(pfx + "mlp.layernorm.weight"), Weight(pfx + "mlp.layernorm.bias"),
                     c.LayerNormEps, a.Sum2, ws.Hidden[l + 1], a.Mean2, a.Rstd2);

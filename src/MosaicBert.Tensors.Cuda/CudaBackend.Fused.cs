@@ -9,24 +9,64 @@ public sealed partial class CudaBackend
 {
     /// <inheritdoc/>
     /// <remarks>One kernel: reads g once, writes h once; 16-byte vector accesses for bf16 when I % 8 == 0. In fp32 the
-    /// result equals GatedGelu then Dropout bit for bit; in bf16 it rounds once instead of twice.</remarks>
-    public override void GatedGeluDropout(Tensor gated, Tensor h, float p, ulong seed, long offset)
+    /// result equals GatedGelu then Dropout bit for bit; in bf16 it rounds once instead of twice. With keepBits the
+    /// mask is also recorded there (1 bit per element), which the backward pass reads instead of hashing again.</remarks>
+    public override void GatedGeluDropout(Tensor gated, Tensor h, float p, ulong seed, long offset, Tensor? keepBits = null)
     {
         var (t, n, inner) = CheckGated(gated);
         Check(h, nameof(h), t, n, inner);
         if (!(p >= 0 && p < 1)) throw new ArgumentOutOfRangeException(nameof(p), $"Dropout probability {p} is not in [0, 1).");
-        LaunchGated("gated_gelu_dropout_forward", t, n, inner, Ptr(gated), Ptr(h), 0, p, seed, offset);
+        CheckKeepBits(keepBits, n, inner);
+        LaunchGated("gated_gelu_dropout_forward", t, n, inner, Ptr(gated), Ptr(h), 0, p, seed, offset, Ptr(keepBits));
     }
 
     /// <inheritdoc/>
-    /// <remarks>One kernel; dh is not modified.</remarks>
-    public override void GatedGeluDropoutBackward(Tensor gated, Tensor dh, Tensor dGated, float p, ulong seed, long offset)
+    /// <remarks>One kernel; dh is not modified. The mask is read from keepBits when given (the forward pass wrote it).</remarks>
+    public override void GatedGeluDropoutBackward(Tensor gated, Tensor dh, Tensor dGated, float p, ulong seed, long offset, Tensor? keepBits = null)
     {
         var (t, n, inner) = CheckGated(gated);
         Check(dh, nameof(dh), t, n, inner);
         Check(dGated, nameof(dGated), t, n, 2 * inner);
         if (!(p >= 0 && p < 1)) throw new ArgumentOutOfRangeException(nameof(p), $"Dropout probability {p} is not in [0, 1).");
-        LaunchGated("gated_gelu_dropout_backward", t, n, inner, Ptr(gated), Ptr(dh), Ptr(dGated), p, seed, offset);
+        CheckKeepBits(keepBits, n, inner);
+        LaunchGated("gated_gelu_dropout_backward", t, n, inner, Ptr(gated), Ptr(dh), Ptr(dGated), p, seed, offset, Ptr(keepBits));
+    }
+
+    /// <inheritdoc/>
+    /// <remarks>Fused into the vectorized LayerNorm kernel where it applies: dropout(x) is rounded to x's type before
+    /// the residual is added, exactly as the unfused pair.</remarks>
+    public override void DropoutResidualLayerNorm(Tensor x, float p, ulong seed, long offset, Tensor residual, Tensor gamma, Tensor beta,
+        float eps, Tensor sum, Tensor y, Tensor mean, Tensor rstd)
+    {
+        var t = CheckFloat(x, nameof(x));
+        int n = x.Rank == 0 ? 0 : x.Dim(0), d = (int)x.RowLength;
+        string name = LayerNormVariant("layernorm_forward", t, d, x, residual, gamma, beta, sum, y);
+        if (p <= 0 || !(name.EndsWith("_bf16x8", StringComparison.Ordinal) || name.EndsWith("_v4", StringComparison.Ordinal)))
+        {
+            base.DropoutResidualLayerNorm(x, p, seed, offset, residual, gamma, beta, eps, sum, y, mean, rstd);
+            return;
+        }
+        if (!(p < 1)) throw new ArgumentOutOfRangeException(nameof(p), $"Dropout probability {p} is not in [0, 1).");
+        Check(residual, nameof(residual), t, x.Shape.ToArray());
+        Check(gamma, nameof(gamma), t, d);
+        Check(beta, nameof(beta), t, d);
+        Check(sum, nameof(sum), t, x.Shape.ToArray());
+        Check(y, nameof(y), t, x.Shape.ToArray());
+        Check(mean, nameof(mean), DType.Float32, n);
+        Check(rstd, nameof(rstd), DType.Float32, n);
+        if (n == 0 || d == 0) return;
+        Launch(Kernel(LayerNormFile, name.Replace("layernorm_forward", "layernorm_dropout_forward", StringComparison.Ordinal)), CeilDiv(n, 8), 1, 256, 0,
+            Ptr(x), Ptr(residual), Ptr(gamma), Ptr(beta), eps, Ptr(sum), Ptr(y), Ptr(mean), Ptr(rstd), n, d,
+            DropoutRandom.Key(seed), DropoutRandom.Threshold(p), 1f / (1f - p), offset);
+    }
+
+    private void CheckKeepBits(Tensor? keepBits, int rows, int inner)
+    {
+        if (keepBits is null) return;
+        Check(keepBits, nameof(keepBits), DType.Int32);
+        long words = ((long)rows * inner + 31) / 32;
+        if (keepBits.Length < words)
+            throw new ArgumentException($"keepBits holds {keepBits.Length} words; {rows}×{inner} elements need {words} (one bit each).", nameof(keepBits));
     }
 
     private (DType Type, int Rows, int Inner) CheckGated(Tensor gated)
@@ -38,7 +78,7 @@ public sealed partial class CudaBackend
     }
 
     /// <summary>Grid: x over column groups (8 bf16 per thread when every row start stays 16-byte aligned), y over rows.</summary>
-    private void LaunchGated(string name, DType t, int rows, int inner, ulong a, ulong b, ulong c, float p, ulong seed, long offset)
+    private void LaunchGated(string name, DType t, int rows, int inner, ulong a, ulong b, ulong c, float p, ulong seed, long offset, ulong keepBits)
     {
         if (rows == 0 || inner == 0) return;
         bool vector = t == DType.BFloat16 && inner % 8 == 0 && (a | b | c) % 16 == 0;
@@ -50,9 +90,9 @@ public sealed partial class CudaBackend
         float keepScale = 1f / (1f - p);
         if (c == 0)
             Launch(Kernel(ActivationsFile, kernel), CeilDiv(groups, block), gridY, block, 0, a, b, rows, inner,
-                DropoutRandom.Key(seed), DropoutRandom.Threshold(p), keepScale, offset);
+                DropoutRandom.Key(seed), DropoutRandom.Threshold(p), keepScale, offset, keepBits);
         else
             Launch(Kernel(ActivationsFile, kernel), CeilDiv(groups, block), gridY, block, 0, a, b, c, rows, inner,
-                DropoutRandom.Key(seed), DropoutRandom.Threshold(p), keepScale, offset);
+                DropoutRandom.Key(seed), DropoutRandom.Threshold(p), keepScale, offset, keepBits);
     }
 }

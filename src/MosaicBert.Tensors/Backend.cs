@@ -64,6 +64,23 @@ public abstract class Backend : IDisposable
     public abstract void LayerNorm(Tensor x, Tensor? residual, Tensor gamma, Tensor beta, float eps,
         Tensor sum, Tensor y, Tensor mean, Tensor rstd);
 
+    /// <summary>
+    /// <c>LayerNorm(Dropout(x) + residual)</c> — the attention output path of a BERT layer — with the mask of
+    /// <see cref="Dropout"/> (p, seed, offset over x's elements); x is left as it is (sum = dropout(x) + residual).
+    /// Backends may fuse the two into one pass; the results are the same.
+    /// </summary>
+    public virtual void DropoutResidualLayerNorm(Tensor x, float p, ulong seed, long offset, Tensor residual, Tensor gamma, Tensor beta,
+        float eps, Tensor sum, Tensor y, Tensor mean, Tensor rstd)
+    {
+        if (p <= 0)
+        {
+            LayerNorm(x, residual, gamma, beta, eps, sum, y, mean, rstd);
+            return;
+        }
+        Dropout(x, sum, null, p, seed, offset);
+        LayerNorm(sum, residual, gamma, beta, eps, sum, y, mean, rstd);   // sum may alias x: sum ← sum + residual
+    }
+
     /// <summary><c>y = GELU(x) = x·Φ(x)</c>, the exact (erf) form.</summary>
     public abstract void Gelu(Tensor x, Tensor y);
 
@@ -74,10 +91,13 @@ public abstract class Backend : IDisposable
     public abstract void GatedGelu(Tensor gated, Tensor h);
 
     /// <summary>
-    /// <see cref="GatedGelu"/> followed by <see cref="Dropout"/> of h (no mask stored; p = 0: none), as MosaicBERT's
-    /// MLP does. Backends may fuse the two (one pass over the [N, 2I] input); the mask is the same either way.
+    /// <see cref="GatedGelu"/> followed by <see cref="Dropout"/> of h (p = 0: none), as MosaicBERT's MLP does. Backends
+    /// may fuse the two (one pass over the [N, 2I] input); the mask is the same either way. <paramref name="keepBits"/>
+    /// (optional, Int32, at least ⌈N·I/32⌉ words) is scratch in which a backend may record the mask, one bit per
+    /// element, for <see cref="GatedGeluDropoutBackward"/> given the same tensor unchanged; backends that regenerate
+    /// the mask instead leave it alone.
     /// </summary>
-    public virtual void GatedGeluDropout(Tensor gated, Tensor h, float p, ulong seed, long offset)
+    public virtual void GatedGeluDropout(Tensor gated, Tensor h, float p, ulong seed, long offset, Tensor? keepBits = null)
     {
         GatedGelu(gated, h);
         if (p > 0) Dropout(h, h, null, p, seed, offset);
@@ -85,9 +105,10 @@ public abstract class Backend : IDisposable
 
     /// <summary>
     /// Backward of <see cref="GatedGeluDropout"/>: <c>dh ← dh·mask</c>, then <see cref="GatedGeluBackward"/>.
-    /// <paramref name="dh"/> may be overwritten (the unfused version masks it in place).
+    /// <paramref name="dh"/> may be overwritten (the unfused version masks it in place). <paramref name="keepBits"/>: the
+    /// tensor given to the forward pass, if any.
     /// </summary>
-    public virtual void GatedGeluDropoutBackward(Tensor gated, Tensor dh, Tensor dGated, float p, ulong seed, long offset)
+    public virtual void GatedGeluDropoutBackward(Tensor gated, Tensor dh, Tensor dGated, float p, ulong seed, long offset, Tensor? keepBits = null)
     {
         if (p > 0) DropoutBackward(dh, dh, p, seed, offset);
         GatedGeluBackward(gated, dh, dGated);

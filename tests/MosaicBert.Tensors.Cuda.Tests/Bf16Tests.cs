@@ -219,6 +219,75 @@ public sealed class Bf16Tests
         Ref.GatedGeluDropoutBackward(g16.C, dh16.C, dg16.C, 0.1f, 9, 0);
         G.GatedGeluDropoutBackward(g16.G, dh16.G, dg16.G, 0.1f, 9, 0);
         Close(dg16, Bf16Relative, RelativeOrMax(1e-3), "fused gated GELU + dropout backward (bf16)");
+
+        // The mask recorded as bits (a byte per thread on the vector path, atomics on the scalar ones) gives the same
+        // forward and backward as the regenerated one, bit for bit, in fp32 and bf16; the bits are the keep decisions.
+        int words = (rows * inner + 31) / 32;
+        using var bits = G.Allocate(DType.Int32, words);
+        foreach (var (gg, hh, dd, out1, make) in new (Tensor, Tensor, Tensor, Tensor, Func<Tensor>)[]
+                 {
+                     (g.G, h.G, dh.G, dg.G, () => G.Allocate(rows, 2 * inner)),
+                     (g16.G, h16.G, dh16.G, dg16.G, () => G.Allocate(DType.BFloat16, rows, 2 * inner)),
+                 })
+        {
+            using var hb = gg.DType == DType.BFloat16 ? G.Allocate(DType.BFloat16, rows, inner) : G.Allocate(rows, inner);
+            using var dgb = make();
+            G.GatedGeluDropout(gg, hb, 0.1f, 9, 0, bits);
+            G.GatedGeluDropoutBackward(gg, dd, dgb, 0.1f, 9, 0, bits);
+            Assert.Equal(Host(hh), Host(hb));
+            Assert.Equal(Host(out1), Host(dgb));
+        }
+        var words32 = new int[words];
+        G.Download(bits, words32);
+        var mask = new float[rows * inner];
+        using (var ones = G.Allocate(rows * inner))
+        using (var m = G.Allocate(rows * inner))
+        {
+            G.Fill(ones, 1);
+            G.Dropout(ones, ones, m, 0.1f, 9, 0);
+            G.Download(m, mask);
+        }
+        for (int e = 0; e < mask.Length; e++)
+            Assert.True(((words32[e >> 5] >> (e & 31)) & 1) == (mask[e] != 0 ? 1 : 0), $"keep bit of element {e}");
+    }
+
+    [Theory]
+    [InlineData(300, 768, true)]    // fused (vectorized) bf16
+    [InlineData(300, 768, false)]   // fused fp32
+    [InlineData(33, 100, true)]     // not vectorizable: the unfused pair
+    public void DropoutResidualLayerNormEqualsDropoutThenLayerNorm(int n, int d, bool bf16)
+    {
+        _ = G;
+        var dt = bf16 ? DType.BFloat16 : DType.Float32;
+        Tensor Make(float[] v, params int[] shape)
+        {
+            var t = G.Allocate(dt, shape);
+            G.Upload(v, t);
+            return t;
+        }
+        var xv = Random(n * d, 60, 3);
+        using var x = Make(xv, n, d);
+        using var res = Make(Random(n * d, 61, 3), n, d);
+        using var gamma = Make(Random(d, 62, 2), d);
+        using var beta = Make(Random(d, 63), d);
+        using var sum = G.Allocate(dt, n, d);
+        using var y = G.Allocate(dt, n, d);
+        using var mean = G.Allocate(n);
+        using var rstd = G.Allocate(n);
+        G.DropoutResidualLayerNorm(x, 0.1f, 77, 5, res, gamma, beta, 1e-12f, sum, y, mean, rstd);
+        using (var original = Make(xv, n, d)) Assert.Equal(Host(original), Host(x));   // x is left as it is
+        using var dropped = G.Allocate(dt, n, d);
+        using var sum2 = G.Allocate(dt, n, d);
+        using var y2 = G.Allocate(dt, n, d);
+        using var mean2 = G.Allocate(n);
+        using var rstd2 = G.Allocate(n);
+        G.Dropout(x, dropped, null, 0.1f, 77, 5);
+        G.LayerNorm(dropped, res, gamma, beta, 1e-12f, sum2, y2, mean2, rstd2);
+        // The same kernel arithmetic after the same rounding of dropout(x): equal bit for bit.
+        Assert.Equal(Host(sum2), Host(sum));
+        Assert.Equal(Host(mean2), Host(mean));
+        Assert.Equal(Host(rstd2), Host(rstd));
+        Assert.Equal(Host(y2), Host(y));
     }
 
     [Theory]

@@ -81,8 +81,19 @@ template <typename T> __forceinline__ float density_of(float x)
     else return normal_density(x);
 }
 
+// keepBits (may be null): the forward pass records each element's dropout decision as one bit (element e = r·inner + c
+// of h is bit e % 8 of byte e / 8, i.e. bit e % 32 of 32-bit word e / 32), and the backward pass given the same bits
+// reads them instead of hashing again — the hash is a third of these instruction-bound kernels. With V = 8 a thread
+// owns a whole byte (plain store); with V = 1 bits are set and cleared with atomics (no zeroing needed).
+__forceinline__ void record_bit(unsigned* bits, i64 e, bool keep)
+{
+    unsigned b = 1u << (e & 31);
+    if (keep) atomicOr(bits + (e >> 5), b);
+    else atomicAnd(bits + (e >> 5), ~b);
+}
+
 template <typename T, int V> __forceinline__ void gated_gelu_dropout_forward_t(const T* g, T* h, int rows, int inner,
-    u64 key, unsigned threshold, float keepScale, i64 offset)
+    u64 key, unsigned threshold, float keepScale, i64 offset, unsigned* keepBits)
 {
     int c = (blockIdx.x * blockDim.x + threadIdx.x) * V;
     if (c >= inner) return;
@@ -92,27 +103,39 @@ template <typename T, int V> __forceinline__ void gated_gelu_dropout_forward_t(c
         float u[V], v[V], y[V];
         load_v<T, V>(row + c, u);
         load_v<T, V>(row + inner + c, v);
-        i64 counter = offset + (i64)r * inner + c;
-        for (int k = 0; k < V; k++) y[k] = __fmul_rn((u[k] * phi_of<T>(u[k])) * v[k], dropout_factor(key, threshold, keepScale, counter + k));
-        store_v<T, V>(h + (i64)r * inner + c, y);
+        i64 e = (i64)r * inner + c, counter = offset + e;
+        unsigned byte = 0;
+        for (int k = 0; k < V; k++)
+        {
+            float f = dropout_factor(key, threshold, keepScale, counter + k);
+            y[k] = __fmul_rn((u[k] * phi_of<T>(u[k])) * v[k], f);
+            byte |= (f != 0.f ? 1u : 0u) << k;
+        }
+        store_v<T, V>(h + e, y);
+        if (keepBits)
+        {
+            if constexpr (V == 8) reinterpret_cast<unsigned char*>(keepBits)[e >> 3] = (unsigned char)byte;
+            else record_bit(keepBits, e, byte != 0);
+        }
     }
 }
-extern "C" __global__ void gated_gelu_dropout_forward(const float* g, float* h, int rows, int inner, u64 key, unsigned threshold, float keepScale, i64 offset)
+extern "C" __global__ void gated_gelu_dropout_forward(const float* g, float* h, int rows, int inner, u64 key, unsigned threshold, float keepScale, i64 offset, unsigned* keepBits)
 {
-    gated_gelu_dropout_forward_t<float, 1>(g, h, rows, inner, key, threshold, keepScale, offset);
+    gated_gelu_dropout_forward_t<float, 1>(g, h, rows, inner, key, threshold, keepScale, offset, keepBits);
 }
-extern "C" __global__ void gated_gelu_dropout_forward_bf16(const bf16* g, bf16* h, int rows, int inner, u64 key, unsigned threshold, float keepScale, i64 offset)
+extern "C" __global__ void gated_gelu_dropout_forward_bf16(const bf16* g, bf16* h, int rows, int inner, u64 key, unsigned threshold, float keepScale, i64 offset, unsigned* keepBits)
 {
-    gated_gelu_dropout_forward_t<bf16, 1>(g, h, rows, inner, key, threshold, keepScale, offset);
+    gated_gelu_dropout_forward_t<bf16, 1>(g, h, rows, inner, key, threshold, keepScale, offset, keepBits);
 }
-extern "C" __global__ void gated_gelu_dropout_forward_bf16x8(const bf16* g, bf16* h, int rows, int inner, u64 key, unsigned threshold, float keepScale, i64 offset)
+extern "C" __global__ void gated_gelu_dropout_forward_bf16x8(const bf16* g, bf16* h, int rows, int inner, u64 key, unsigned threshold, float keepScale, i64 offset, unsigned* keepBits)
 {
-    gated_gelu_dropout_forward_t<bf16, 8>(g, h, rows, inner, key, threshold, keepScale, offset);
+    gated_gelu_dropout_forward_t<bf16, 8>(g, h, rows, inner, key, threshold, keepScale, offset, keepBits);
 }
 
-// Backward: d = dh·mask; du = d·v·GELU′(u), dv = d·GELU(u), into dg = [du | dv] (dg may be g).
+// Backward: d = dh·mask; du = d·v·GELU′(u), dv = d·GELU(u), into dg = [du | dv] (dg may be g). The mask comes from
+// keepBits when given (recorded by the forward pass), else from the hash.
 template <typename T, int V> __forceinline__ void gated_gelu_dropout_backward_t(const T* g, const T* dh, T* dg, int rows, int inner,
-    u64 key, unsigned threshold, float keepScale, i64 offset)
+    u64 key, unsigned threshold, float keepScale, i64 offset, const unsigned* keepBits)
 {
     int c = (blockIdx.x * blockDim.x + threadIdx.x) * V;
     if (c >= inner) return;
@@ -122,11 +145,18 @@ template <typename T, int V> __forceinline__ void gated_gelu_dropout_backward_t(
         float u[V], v[V], d[V], du[V], dv[V];
         load_v<T, V>(g + at, u);
         load_v<T, V>(g + at + inner, v);
-        load_v<T, V>(dh + (i64)r * inner + c, d);
-        i64 counter = offset + (i64)r * inner + c;
+        i64 e = (i64)r * inner + c, counter = offset + e;
+        load_v<T, V>(dh + e, d);
+        unsigned byte = 0;
+        if (keepBits)
+        {
+            if constexpr (V == 8) byte = reinterpret_cast<const unsigned char*>(keepBits)[e >> 3];
+            else byte = (keepBits[e >> 5] >> (e & 31)) & 1u;
+        }
         for (int k = 0; k < V; k++)
         {
-            float dk = __fmul_rn(d[k], dropout_factor(key, threshold, keepScale, counter + k));
+            float f = keepBits ? ((byte >> k) & 1u ? keepScale : 0.f) : dropout_factor(key, threshold, keepScale, counter + k);
+            float dk = __fmul_rn(d[k], f);
             float phi = phi_of<T>(u[k]);
             du[k] = dk * v[k] * (phi + u[k] * density_of<T>(u[k]));
             dv[k] = dk * (u[k] * phi);
@@ -135,15 +165,15 @@ template <typename T, int V> __forceinline__ void gated_gelu_dropout_backward_t(
         store_v<T, V>(dg + at + inner, dv);
     }
 }
-extern "C" __global__ void gated_gelu_dropout_backward(const float* g, const float* dh, float* dg, int rows, int inner, u64 key, unsigned threshold, float keepScale, i64 offset)
+extern "C" __global__ void gated_gelu_dropout_backward(const float* g, const float* dh, float* dg, int rows, int inner, u64 key, unsigned threshold, float keepScale, i64 offset, const unsigned* keepBits)
 {
-    gated_gelu_dropout_backward_t<float, 1>(g, dh, dg, rows, inner, key, threshold, keepScale, offset);
+    gated_gelu_dropout_backward_t<float, 1>(g, dh, dg, rows, inner, key, threshold, keepScale, offset, keepBits);
 }
-extern "C" __global__ void gated_gelu_dropout_backward_bf16(const bf16* g, const bf16* dh, bf16* dg, int rows, int inner, u64 key, unsigned threshold, float keepScale, i64 offset)
+extern "C" __global__ void gated_gelu_dropout_backward_bf16(const bf16* g, const bf16* dh, bf16* dg, int rows, int inner, u64 key, unsigned threshold, float keepScale, i64 offset, const unsigned* keepBits)
 {
-    gated_gelu_dropout_backward_t<bf16, 1>(g, dh, dg, rows, inner, key, threshold, keepScale, offset);
+    gated_gelu_dropout_backward_t<bf16, 1>(g, dh, dg, rows, inner, key, threshold, keepScale, offset, keepBits);
 }
-extern "C" __global__ void gated_gelu_dropout_backward_bf16x8(const bf16* g, const bf16* dh, bf16* dg, int rows, int inner, u64 key, unsigned threshold, float keepScale, i64 offset)
+extern "C" __global__ void gated_gelu_dropout_backward_bf16x8(const bf16* g, const bf16* dh, bf16* dg, int rows, int inner, u64 key, unsigned threshold, float keepScale, i64 offset, const unsigned* keepBits)
 {
-    gated_gelu_dropout_backward_t<bf16, 8>(g, dh, dg, rows, inner, key, threshold, keepScale, offset);
+    gated_gelu_dropout_backward_t<bf16, 8>(g, dh, dg, rows, inner, key, threshold, keepScale, offset, keepBits);
 }

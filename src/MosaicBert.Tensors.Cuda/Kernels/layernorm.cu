@@ -5,6 +5,7 @@
 // stored values, so the backward pass sees exactly what the forward normalised. The column sums of the backward
 // (dγ, dβ) are in reduce.cu.
 #include "common.cuh"
+#include "dropout_hash.cuh"
 
 // sum = x (+ residual); μ = mean(sum); rstd = 1/√(mean((sum − μ)²) + eps); y = (sum − μ)·rstd·γ + β.
 // residual may be null; sum may alias x or residual (each element is read before it is written, by the same lane).
@@ -88,8 +89,11 @@ extern "C" __global__ void layernorm_backward_dx_bf16(const bf16* dy, const bf16
 // Same math and the same bf16 rounding of the stored sum as above; lane l owns the V consecutive columns
 // (j·32 + l)·V .. +V for j < d/(32·V), read with 16-byte accesses and kept in registers between the passes (one read
 // of each input). Only the order of the fp32 additions inside a lane differs from the scalar kernels.
-template <typename T, int V, int K> __forceinline__ void layernorm_forward_v(const T* x, const T* residual, const T* gamma,
-    const T* beta, float eps, T* sum, T* y, float* mean, float* rstd, int rows, int d)
+// Drop: sum = dropout(x) + residual, with dropout(x) rounded to T first — exactly the unfused Dropout (dropout.cu)
+// then LayerNorm, without the extra pass over x (MosaicBERT's attention output: LN(dropout(ctx·Woᵀ + bo) + x)).
+template <typename T, int V, int K, bool Drop = false> __forceinline__ void layernorm_forward_v(const T* x, const T* residual, const T* gamma,
+    const T* beta, float eps, T* sum, T* y, float* mean, float* rstd, int rows, int d,
+    u64 key = 0, unsigned threshold = 0, float keepScale = 1.f, i64 offset = 0)
 {
     int row = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5), lane = threadIdx.x & 31;
     if (row >= rows) return;
@@ -104,12 +108,15 @@ template <typename T, int V, int K> __forceinline__ void layernorm_forward_v(con
         int c = (j * 32 + lane) * V;
         float r[V];
         load_v<T, V>(x + base + c, s[j]);
+        if constexpr (Drop)
+            for (int k = 0; k < V; k++)
+                s[j][k] = to_f(from_f<T>(__fmul_rn(s[j][k], dropout_factor(key, threshold, keepScale, offset + base + c + k))));
         if (residual)
         {
             load_v<T, V>(residual + base + c, r);
             for (int k = 0; k < V; k++) s[j][k] = to_f(from_f<T>(s[j][k] + r[k]));
         }
-        if (sum != x || residual) store_v<T, V>(sum + base + c, s[j]);
+        if (sum != x || residual || Drop) store_v<T, V>(sum + base + c, s[j]);
         for (int k = 0; k < V; k++) acc += s[j][k];
     }
     float mu = warp_sum(acc) / d;
@@ -201,4 +208,15 @@ extern "C" __global__ void layernorm_backward_dx_bf16x8(const bf16* dy, const bf
     const bf16* gamma, bf16* dx, int rows, int d, int accumulate)
 {
     layernorm_backward_dx_v<bf16, 8, 4>(dy, sum, mean, rstd, gamma, dx, rows, d, accumulate);
+}
+
+extern "C" __global__ void layernorm_dropout_forward_v4(const float* x, const float* residual, const float* gamma, const float* beta,
+    float eps, float* sum, float* y, float* mean, float* rstd, int rows, int d, u64 key, unsigned threshold, float keepScale, i64 offset)
+{
+    layernorm_forward_v<float, 4, 8, true>(x, residual, gamma, beta, eps, sum, y, mean, rstd, rows, d, key, threshold, keepScale, offset);
+}
+extern "C" __global__ void layernorm_dropout_forward_bf16x8(const bf16* x, const bf16* residual, const bf16* gamma, const bf16* beta,
+    float eps, bf16* sum, bf16* y, float* mean, float* rstd, int rows, int d, u64 key, unsigned threshold, float keepScale, i64 offset)
+{
+    layernorm_forward_v<bf16, 8, 4, true>(x, residual, gamma, beta, eps, sum, y, mean, rstd, rows, d, key, threshold, keepScale, offset);
 }
