@@ -27,11 +27,18 @@ public sealed partial class MosaicBertModel
     /// Forward pass, loss and backward pass of one (micro)batch. Gradients are added to <see cref="Gradients"/>, scaled
     /// by <paramref name="lossScale"/> (e.g. 1/accumulation steps), so micro-batches accumulate.
     /// </summary>
+    /// <param name="batch">The (micro)batch.</param>
+    /// <param name="objective">What the loss is.</param>
+    /// <param name="dropout">Dropout seeds; none (inference behaviour) when null.</param>
+    /// <param name="lossScale">Factor on the gradients (not on the returned loss).</param>
+    /// <param name="gradientsFinal">Told, during the backward pass, of each range of <see cref="Gradients"/> that this
+    /// pass will not write again (see <see cref="GradientsFinal"/>); e.g. to start averaging it across ranks.</param>
     /// <returns>The unscaled mean loss of the batch.</returns>
-    public float ForwardBackward(EncoderBatch batch, TrainingObjective objective, DropoutSettings? dropout = null, float lossScale = 1)
+    public float ForwardBackward(EncoderBatch batch, TrainingObjective objective, DropoutSettings? dropout = null, float lossScale = 1,
+        GradientsFinal? gradientsFinal = null)
     {
         // The per-row losses are read back only now, so the whole backward pass is queued without waiting for the GPU.
-        var losses = QueueForwardBackwardCore(batch, objective, dropout, lossScale);
+        var losses = QueueForwardBackwardCore(batch, objective, dropout, lossScale, gradientsFinal);
         var host = new float[losses.Length];
         Backend.Download(losses, host);
         return (float)host.Average(x => (double)x);
@@ -43,11 +50,13 @@ public sealed partial class MosaicBertModel
     /// behind this one. The mean is summed in double on the device, so it may differ from ForwardBackward's in the last
     /// bits; gradients are the same.
     /// </summary>
-    public DeferredScalar QueueForwardBackward(EncoderBatch batch, TrainingObjective objective, DropoutSettings? dropout = null, float lossScale = 1) =>
-        Backend.Mean(QueueForwardBackwardCore(batch, objective, dropout, lossScale));
+    public DeferredScalar QueueForwardBackward(EncoderBatch batch, TrainingObjective objective, DropoutSettings? dropout = null, float lossScale = 1,
+        GradientsFinal? gradientsFinal = null) =>
+        Backend.Mean(QueueForwardBackwardCore(batch, objective, dropout, lossScale, gradientsFinal));
 
     /// <returns>The per-row losses, on the backend.</returns>
-    private Tensor QueueForwardBackwardCore(EncoderBatch batch, TrainingObjective objective, DropoutSettings? dropout, float lossScale)
+    private Tensor QueueForwardBackwardCore(EncoderBatch batch, TrainingObjective objective, DropoutSettings? dropout, float lossScale,
+        GradientsFinal? final)
     {
         ArgumentNullException.ThrowIfNull(batch);
         ArgumentNullException.ThrowIfNull(objective);
@@ -59,12 +68,12 @@ public sealed partial class MosaicBertModel
         Backend.Fill(dHidden, 0);
         var losses = objective switch
         {
-            TrainingObjective.MaskedLM => MaskedLMBackward(batch, dHidden, lossScale),
-            TrainingObjective.Classification c => ClassifierBackward(batch, c.Labels, null, dHidden, lossScale),
-            TrainingObjective.Regression r => ClassifierBackward(batch, null, r.Targets, dHidden, lossScale),
+            TrainingObjective.MaskedLM => MaskedLMBackward(batch, dHidden, lossScale, final),
+            TrainingObjective.Classification c => ClassifierBackward(batch, c.Labels, null, dHidden, lossScale, final),
+            TrainingObjective.Regression r => ClassifierBackward(batch, null, r.Targets, dHidden, lossScale, final),
             _ => throw new ArgumentException($"Unknown objective {objective}."),
         };
-        EncoderBackward(dHidden, g, n, d);
+        EncoderBackward(dHidden, g, n, d, final);
         return losses;
     }
 
@@ -79,7 +88,7 @@ public sealed partial class MosaicBertModel
     }
 
     /// <returns>The per-row losses (on the backend; read after the backward pass).</returns>
-    private Tensor MaskedLMBackward(EncoderBatch batch, Tensor dHidden, float lossScale)
+    private Tensor MaskedLMBackward(EncoderBatch batch, Tensor dHidden, float lossScale, GradientsFinal? final)
     {
         int k = batch.MaskedTokens.Length;
         if (k == 0) throw new ArgumentException("The batch has no masked token (no MLM label other than −100).");
@@ -100,12 +109,13 @@ public sealed partial class MosaicBertModel
             hg.DAct, Gradient("cls.predictions.transform.LayerNorm.weight"), Gradient("cls.predictions.transform.LayerNorm.bias"));
         Backend.GeluBackward(head.TransformPre, hg.DAct, hg.DPre);
         LinearBackward(hg.DPre, head.Selected, "cls.predictions.transform.dense", hg.DSelected, accumulate: false);
+        if (final is not null) HeadsFinal(final);
         Backend.ScatterAddRows(hg.DSelected, head.Rows, dHidden);
         return hg.Losses;
     }
 
     /// <returns>The per-sequence losses (on the backend; read after the backward pass).</returns>
-    private Tensor ClassifierBackward(EncoderBatch batch, int[]? labels, float[]? targets, Tensor dHidden, float lossScale)
+    private Tensor ClassifierBackward(EncoderBatch batch, int[]? labels, float[]? targets, Tensor dHidden, float lossScale, GradientsFinal? final)
     {
         var logits = ClassifierLogits();
         var cls = _ws!.Classifier;
@@ -133,6 +143,7 @@ public sealed partial class MosaicBertModel
         // pooled = tanh(cls·Wpᵀ + bp)
         Backend.TanhBackward(cls.Pooled, cg.DPooled, cg.DPre);
         LinearBackward(cg.DPre, cls.Cls, "bert.pooler.dense", cg.DCls, accumulate: false);
+        if (final is not null) HeadsFinal(final);
         Backend.ScatterAddRows(cg.DCls, cls.FirstTokens, dHidden);
         return cg.Losses;
     }
@@ -147,7 +158,7 @@ public sealed partial class MosaicBertModel
     }
 
     /// <summary>Backward through the layers and the embeddings, from dL/d(final hidden) in <paramref name="dHidden"/>.</summary>
-    private void EncoderBackward(Tensor dHidden, GradientBuffers g, int n, int d)
+    private void EncoderBackward(Tensor dHidden, GradientBuffers g, int n, int d, GradientsFinal? final)
     {
         var ws = _ws!;
         var c = Config;
@@ -216,6 +227,7 @@ public sealed partial class MosaicBertModel
                 LinearBackward(dQkv, ws.Hidden[l], pfx + "attention.self.Wqkv", dHidden, accumulate: false);
                 Backend.AddScaled(dSum, 1, dHidden);
             }
+            if (final is not null) Final(final, BackwardSpans.Layers[l]);
         }
         // hidden0 = dropout(LN(embSum)); embSum = word[ids] + type[types] (+ position[pos])
         if (dropped) Backend.DropoutBackward(dHidden, dHidden, p, _dropout!.Value.SiteSeed(0), 0);
@@ -224,6 +236,8 @@ public sealed partial class MosaicBertModel
         Backend.EmbeddingBackward(ws.Ids, ws.Types, classic ? ws.Positions : null, dSum,
             Gradient("bert.embeddings.word_embeddings.weight"), Gradient("bert.embeddings.token_type_embeddings.weight"),
             classic ? Gradient("bert.embeddings.position_embeddings.weight") : null);
+        // Last: the tied decoder (MLM head) and the lookup both write the word-embedding gradient.
+        if (final is not null) Final(final, BackwardSpans.Embeddings);
     }
 
     /// <summary>Gradient scratch: per-token buffers reused by every layer, and head buffers.</summary>
