@@ -87,9 +87,18 @@ public static class DataParallel
         return ranges.OfType<GradientRange>();
     }
 
-    /// <summary>Buckets over the model's gradient block, in backward order.</summary>
-    public static GradientBuckets GradientBuckets(ProcessGroup group, MosaicBertModel model) =>
-        new(group, model.Gradients, Distributed.GradientBuckets.Plan(BackwardOrder(model.Layout), BucketElements));
+    /// <summary>Buckets of at most <paramref name="bucketElements"/> over the model's gradient block, in backward order.</summary>
+    public static GradientBuckets GradientBuckets(ProcessGroup group, MosaicBertModel model, long bucketElements = BucketElements) =>
+        new(group, model.Gradients, Distributed.GradientBuckets.Plan(BackwardOrder(model.Layout), bucketElements));
+
+    /// <summary>True when <paramref name="options"/> ask for the reduction overlapped with the backward pass (by
+    /// default whenever there is more than one rank: one rank has nothing to wait for).</summary>
+    public static bool Overlaps(PretrainingOptions options, ProcessGroup group)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        ArgumentNullException.ThrowIfNull(group);
+        return options.OverlapGradientReduction ?? group.WorldSize > 1;
+    }
 
     /// <summary>
     /// Start of a run: every rank must stand at the same step (they loaded the same checkpoint, or none); then rank

@@ -75,6 +75,14 @@ public sealed class PretrainingOptions
     public bool AllowCpuFallback { get; set; }
     /// <summary>CPU threads (kernels on the CPU backend, and tokenization and batching); all cores when unset.</summary>
     public int? Threads { get; set; }
+    /// <summary>
+    /// Data parallel: average each gradient bucket across the ranks during the backward pass of the step's last
+    /// micro-batch, as soon as its gradients are final (true), or every bucket after the backward pass (false). The
+    /// results are the same bits either way. Unset: overlapped when the world size is above 1.
+    /// </summary>
+    public bool? OverlapGradientReduction { get; set; }
+    /// <summary>Data parallel: largest gradient all-reduce bucket, in fp32 elements (default 25 M = 100 MB).</summary>
+    public long GradientBucketElements { get; set; } = DataParallel.BucketElements;
 }
 
 /// <summary>Checks <see cref="PretrainingOptions"/> at start; every message names the option.</summary>
@@ -126,6 +134,7 @@ public sealed class PretrainingOptionsValidator : IValidateOptions<PretrainingOp
         Require(o.EvalSamples >= 1, $"EvalSamples must be at least 1, not {o.EvalSamples}.");
         Require(o.LogInterval >= 1, $"LogInterval must be at least 1, not {o.LogInterval}.");
         Require(o.Threads is null or >= 1, $"Threads must be at least 1, not {o.Threads}.");
+        Require(o.GradientBucketElements >= 1, $"GradientBucketElements must be at least 1, not {o.GradientBucketElements}.");
         return errors.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(errors);
     }
 }

@@ -42,8 +42,9 @@ public sealed record StepReport(long Step, long TotalSteps, double Loss, double?
 /// <remarks>
 /// Data parallel (<paramref name="group"/> of world size W; one process when null): the step's micro-batches, in the
 /// global order, are split between the ranks in contiguous runs (see <see cref="DataParallel"/>), the gradients are
-/// averaged over the ranks before clipping and the optimizer step, and rank 0 alone evaluates, reports progress,
-/// logs and writes metrics and checkpoints. Every rank loads the same checkpoint on resume.
+/// averaged over the ranks before clipping and the optimizer step (in buckets, during the backward pass of the step's
+/// last micro-batch unless <see cref="PretrainingOptions.OverlapGradientReduction"/> is false), and rank 0 alone
+/// evaluates, reports progress, logs and writes metrics and checkpoints. Every rank loads the same checkpoint on resume.
 /// </remarks>
 public sealed class PretrainingRunner(PretrainingOptions options, ILogger logger, ProcessGroup? group = null)
 {
@@ -83,7 +84,16 @@ public sealed class PretrainingRunner(PretrainingOptions options, ILogger logger
             log.LogInformation("Resumed from {Checkpoint}: step {Step}, {Samples} samples, {Tokens} tokens", latest, step, samples, tokens);
         }
         DataParallel.Synchronize(world, model, step, samples, tokens);
-        var buckets = DataParallel.GradientBuckets(world, model);
+        var buckets = DataParallel.GradientBuckets(world, model, o.GradientBucketElements);
+        // Overlap: the last micro-batch of the step on this rank reports each gradient range as its backward pass
+        // finishes it, and a bucket's all-reduce starts as soon as all of it is final (on the GPU on NCCL's stream,
+        // while the backward pass goes on). Earlier micro-batches only accumulate: their sums are not final.
+        bool overlap = DataParallel.Overlaps(o, world);
+        GradientsFinal reportFinal = (offset, length) => buckets.MarkReady(new GradientRange(offset, length));
+        int lastOwned = shard.FirstMicroBatch + shard.MicroBatchesPerRank - 1;
+        if (world.WorldSize > 1)
+            log.LogInformation("Data parallel: {World} ranks ({Kind}), {Buckets} gradient buckets, reduction {Mode}", world.WorldSize, world.Kind,
+                buckets.Count, overlap ? "overlapped with the backward pass" : "after the backward pass");
         int accumulation = o.GlobalBatchSize / o.MicroBatchSize; // micro-batches per step, over all ranks
         long totalSteps = o.MaxSteps ?? long.MaxValue;
         // The schedule runs on samples (Composer); with a token budget the run length is estimated from the first
@@ -107,6 +117,7 @@ public sealed class PretrainingRunner(PretrainingOptions options, ILogger logger
                 double lossSum = 0;
                 long correct = 0, predicted = 0, stepSamples = 0, stepTokens = 0;
                 bool measureAccuracy = (step + 1) % o.LogInterval == 0;
+                bool started = false; // the backward pass started the buckets' reductions
                 for (int micro = 0; micro < accumulation; micro++)
                 {
                     if (!shard.Owns(micro))
@@ -119,13 +130,17 @@ public sealed class PretrainingRunner(PretrainingOptions options, ILogger logger
                     if (encoder.MaskedTokens.Length == 0) continue; // nothing to predict (tiny corpora); counts as seen
                     var dropout = new DropoutSettings(unchecked((ulong)o.Seed * 0x9E3779B97F4A7C15UL ^ (ulong)(step * accumulation + micro)));
                     // Scaled by 1/(this rank's micro-batches): the average over the ranks makes it 1/accumulation.
-                    lossSum += model.ForwardBackward(encoder, new TrainingObjective.MaskedLM(), dropout, 1f / shard.MicroBatchesPerRank);
+                    var hook = overlap && micro == lastOwned ? reportFinal : null;
+                    lossSum += model.ForwardBackward(encoder, new TrainingObjective.MaskedLM(), dropout, 1f / shard.MicroBatchesPerRank, hook);
+                    started = hook is not null;
                     if (measureAccuracy) (correct, predicted) = Add((correct, predicted), Accuracy(model, encoder));
                     stepSamples += batch.BatchSize;
                     stepTokens += batch.RealTokens;
                 }
                 // ---- data parallel: average the gradients, add up the step's statistics ----
-                buckets.ReduceAll();
+                // A last micro-batch with nothing to predict ran no backward pass: then every bucket starts now.
+                if (started) buckets.WaitAll();
+                else buckets.ReduceAll();
                 Span<double> stats = [lossSum, stepSamples, stepTokens, correct, predicted];
                 world.AllReduceSum(stats);
                 (lossSum, correct, predicted) = (stats[0], (long)stats[3], (long)stats[4]);
