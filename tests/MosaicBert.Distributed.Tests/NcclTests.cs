@@ -12,7 +12,7 @@ namespace MosaicBert.Distributed.Tests;
 [Collection("gpu")]
 public sealed class NcclTests
 {
-    private static void RequireGpus(int count)
+    internal static void RequireGpus(int count)
     {
         if (!CudaBackend.IsAvailable(out string reason)) Assert.Skip($"needs a CUDA GPU, and here there is none ({reason})");
         if (!NcclCommunicator.IsAvailable(out reason)) Assert.Skip($"needs NCCL, and here there is none ({reason})");
