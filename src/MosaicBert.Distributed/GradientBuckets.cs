@@ -17,7 +17,8 @@ public readonly record struct GradientRange(long Offset, long Length)
 /// <summary>
 /// Gradient averaging in buckets, for overlapping communication with the backward pass: the block is cut into
 /// buckets in the order the backward pass finishes them; as soon as the training loop says a bucket is final
-/// (<see cref="MarkReady(int)"/>, or <see cref="MarkReady(GradientRange)"/> for the parameters of one layer), its
+/// (<see cref="MarkReady(int)"/>, or <see cref="MarkReady(GradientRange)"/> for the parameters of one layer, as the
+/// model's GradientsFinal callback reports them during the backward pass of a step's last micro-batch), its
 /// all-reduce starts on the communication stream while the backward pass goes on; <see cref="WaitAll"/> before the
 /// optimizer step makes the compute stream wait for all of them. <see cref="ReduceAll"/> is the non-overlapped form:
 /// every bucket after the backward pass.
