@@ -123,11 +123,12 @@ public sealed class OverlappedReductionTests : IDisposable
         OverlapGradientReduction = overlap, GradientBucketElements = 4000,
     };
 
-    internal static MosaicBertModel Model(Backend backend, int seed)
+    /// <summary>The tiny MLM model; <paramref name="hiddenSize"/> 64 for the GPU (head dimension 16, as the GPU pretraining tests use).</summary>
+    internal static MosaicBertModel Model(Backend backend, int seed, int hiddenSize = 32)
     {
         var model = new MosaicBertModel(new MosaicBertConfig
         {
-            VocabSize = 64, HiddenSize = 32, NumAttentionHeads = 4, NumHiddenLayers = 2, IntermediateSize = 64, HiddenDropoutProb = 0.1f,
+            VocabSize = 64, HiddenSize = hiddenSize, NumAttentionHeads = 4, NumHiddenLayers = 2, IntermediateSize = 2 * hiddenSize, HiddenDropoutProb = 0.1f,
         }, ModelHeads.MaskedLM, backend);
         model.InitializeWeights(seed);
         return model;
@@ -154,7 +155,7 @@ public sealed class OverlappedReductionTests : IDisposable
     /// <paramref name="join"/> makes; returns rank 0's losses (bits) and every rank's final parameters.
     /// </summary>
     internal static (List<long> Losses, float[][] Parameters) RunRanks(int world, PretrainingOptions options, Func<int, Backend> backend,
-        Func<DistributedEnvironment, Backend, ProcessGroup> join)
+        Func<DistributedEnvironment, Backend, ProcessGroup> join, int hiddenSize = 32)
     {
         int port = Launcher.FreePort();
         var losses = new Losses();
@@ -162,7 +163,7 @@ public sealed class OverlappedReductionTests : IDisposable
         var ranks = Enumerable.Range(0, world).Select(r => Threads.Start(() =>
         {
             using var device = backend(r);
-            using var model = Model(device, seed: r == 0 ? 11 : 100 + r);
+            using var model = Model(device, seed: r == 0 ? 11 : 100 + r, hiddenSize);
             using var group = join(ControlChannelTests.Env(r, world, port), device);
             new PretrainingRunner(options, NullLogger.Instance, group).Run(model, new NumberedSource(), Eval, losses, TestContext.Current.CancellationToken);
             group.Shutdown();
@@ -299,6 +300,8 @@ public sealed class NcclOverlapTests : IDisposable
 
     private PretrainingOptions Options(string name, bool? overlap) => OverlappedReductionTests.Options(Path.Combine(_dir.FullName, name), overlap);
 
+    private const int Width = 64; // every range is over the 4000-element cap: 4 buckets (head, layer 1, layer 0, embeddings)
+
     private static Backend Gpu(int rank) => new Tensors.Cuda.CudaBackend(rank);
 
     /// <summary>World size 1 through a real NCCL group (ProcessGroup.Create would take the no-op group for one rank).</summary>
@@ -320,9 +323,9 @@ public sealed class NcclOverlapTests : IDisposable
     public void OverlapOnOneGpuGivesTheSameBitsAsAveragingAfterTheBackwardPass()
     {
         NcclTests.RequireGpus(1);
-        var (on, onParameters) = OverlappedReductionTests.RunRanks(1, Options("on", overlap: true), Gpu, NcclOfOne);
-        var (off, offParameters) = OverlappedReductionTests.RunRanks(1, Options("off", overlap: false), Gpu, NcclOfOne);
-        var (plain, plainParameters) = OverlappedReductionTests.RunRanks(1, Options("plain", overlap: null), Gpu, (env, _) => new SingleProcessGroup(env));
+        var (on, onParameters) = OverlappedReductionTests.RunRanks(1, Options("on", overlap: true), Gpu, NcclOfOne, Width);
+        var (off, offParameters) = OverlappedReductionTests.RunRanks(1, Options("off", overlap: false), Gpu, NcclOfOne, Width);
+        var (plain, plainParameters) = OverlappedReductionTests.RunRanks(1, Options("plain", overlap: null), Gpu, (env, _) => new SingleProcessGroup(env), Width);
         Assert.Equal(6, on.Count);
         Assert.Equal(off, on);
         Assert.Equal(plain, on);
@@ -335,8 +338,8 @@ public sealed class NcclOverlapTests : IDisposable
     {
         NcclTests.RequireGpus(2);
         static ProcessGroup Nccl(DistributedEnvironment env, Backend backend) => ProcessGroup.Create(env, backend, ControlChannelTests.Fast);
-        var (on, onParameters) = OverlappedReductionTests.RunRanks(2, Options("on", overlap: null), Gpu, Nccl);
-        var (off, offParameters) = OverlappedReductionTests.RunRanks(2, Options("off", overlap: false), Gpu, Nccl);
+        var (on, onParameters) = OverlappedReductionTests.RunRanks(2, Options("on", overlap: null), Gpu, Nccl, Width);
+        var (off, offParameters) = OverlappedReductionTests.RunRanks(2, Options("off", overlap: false), Gpu, Nccl, Width);
         Assert.Equal(6, on.Count);
         // A two-rank average is symmetric in its inputs, so the order NCCL adds in cannot change its bits.
         Assert.Equal(off, on);
