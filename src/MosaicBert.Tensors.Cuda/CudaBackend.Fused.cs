@@ -38,8 +38,7 @@ public sealed partial class CudaBackend
     public override void DropoutResidualLayerNorm(Tensor x, float p, ulong seed, long offset, Tensor residual, Tensor gamma, Tensor beta,
         float eps, Tensor sum, Tensor y, Tensor mean, Tensor rstd)
     {
-        var t = CheckFloat(x, nameof(x));
-        int n = x.Rank == 0 ? 0 : x.Dim(0), d = (int)x.RowLength;
+        var (t, n, d) = CheckLayerNorm(x, residual, gamma, beta, sum, y, mean, rstd);
         string name = LayerNormVariant("layernorm_forward", t, d, x, residual, gamma, beta, sum, y);
         if (p <= 0 || !(name.EndsWith("_bf16x8", StringComparison.Ordinal) || name.EndsWith("_v4", StringComparison.Ordinal)))
         {
@@ -47,13 +46,6 @@ public sealed partial class CudaBackend
             return;
         }
         if (!(p < 1)) throw new ArgumentOutOfRangeException(nameof(p), $"Dropout probability {p} is not in [0, 1).");
-        Check(residual, nameof(residual), t, x.Shape.ToArray());
-        Check(gamma, nameof(gamma), t, d);
-        Check(beta, nameof(beta), t, d);
-        Check(sum, nameof(sum), t, x.Shape.ToArray());
-        Check(y, nameof(y), t, x.Shape.ToArray());
-        Check(mean, nameof(mean), DType.Float32, n);
-        Check(rstd, nameof(rstd), DType.Float32, n);
         if (n == 0 || d == 0) return;
         Launch(Kernel(LayerNormFile, name.Replace("layernorm_forward", "layernorm_dropout_forward", StringComparison.Ordinal)), CeilDiv(n, 8), 1, 256, 0,
             Ptr(x), Ptr(residual), Ptr(gamma), Ptr(beta), eps, Ptr(sum), Ptr(y), Ptr(mean), Ptr(rstd), n, d,

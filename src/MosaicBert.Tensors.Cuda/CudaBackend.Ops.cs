@@ -75,6 +75,16 @@ public sealed partial class CudaBackend
     public override void LayerNorm(Tensor x, Tensor? residual, Tensor gamma, Tensor beta, float eps,
         Tensor sum, Tensor y, Tensor mean, Tensor rstd)
     {
+        var (t, n, d) = CheckLayerNorm(x, residual, gamma, beta, sum, y, mean, rstd);
+        if (n == 0 || d == 0) return;
+        Launch(Kernel(LayerNormFile, LayerNormVariant("layernorm_forward", t, d, x, residual, gamma, beta, sum, y)), CeilDiv(n, 8), 1, 256, 0,
+            Ptr(x), Ptr(residual), Ptr(gamma), Ptr(beta), eps, Ptr(sum), Ptr(y), Ptr(mean), Ptr(rstd), n, d);
+    }
+
+    /// <summary>The LayerNorm forward's argument checks; returns x's type, rows and width.</summary>
+    private (DType Type, int Rows, int Width) CheckLayerNorm(Tensor x, Tensor? residual, Tensor gamma, Tensor beta, Tensor sum, Tensor y,
+        Tensor mean, Tensor rstd)
+    {
         var t = CheckFloat(x, nameof(x));
         int n = x.Dim(0), d = (int)x.RowLength;
         if (residual is not null) Check(residual, nameof(residual), t, x.Shape.ToArray());
@@ -84,9 +94,7 @@ public sealed partial class CudaBackend
         Check(y, nameof(y), t, x.Shape.ToArray());
         Check(mean, nameof(mean), DType.Float32, n);
         Check(rstd, nameof(rstd), DType.Float32, n);
-        if (n == 0 || d == 0) return;
-        Launch(Kernel(LayerNormFile, LayerNormVariant("layernorm_forward", t, d, x, residual, gamma, beta, sum, y)), CeilDiv(n, 8), 1, 256, 0,
-            Ptr(x), Ptr(residual), Ptr(gamma), Ptr(beta), eps, Ptr(sum), Ptr(y), Ptr(mean), Ptr(rstd), n, d);
+        return (t, n, d);
     }
 
     /// <inheritdoc/>

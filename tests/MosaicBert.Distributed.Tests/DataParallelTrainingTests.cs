@@ -81,15 +81,7 @@ public sealed class DataParallelTrainingTests : IDisposable
         return model;
     }
 
-    private static IReadOnlyList<MlmBatch> Eval
-    {
-        get
-        {
-            var source = new NumberedSource();
-            source.Skip(1_000_000);
-            return [.. Enumerable.Range(0, 2).Select(_ => source.Next(8))];
-        }
-    }
+    private static IReadOnlyList<MlmBatch> Eval => OverlappedReductionTests.Eval;
 
     private sealed class Recorder(Action<StepReport>? then = null) : IProgress<StepReport>
     {
