@@ -2,7 +2,9 @@ using System.CommandLine;
 using System.Diagnostics;
 using System.Globalization;
 using System.Text.Json.Nodes;
+using MosaicBert.Distributed;
 using MosaicBert.Model;
+using MosaicBert.Pretraining;
 using MosaicBert.Tensors;
 using MosaicBert.Tensors.Cpu;
 using MosaicBert.Tensors.Cuda;
@@ -44,17 +46,22 @@ internal static class BenchCommand
             var clip = new Option<double>("--clip") { Description = "Gradient-norm clipping threshold (0: none).", DefaultValueFactory = _ => 1.0 };
             var profile = new Option<bool>("--profile") { Description = "Also time the phases separately (forward, backward, optimizer, attention)." };
             var seed = new Option<int>("--seed") { Description = "Seed of the weights and the synthetic data.", DefaultValueFactory = _ => 1 };
+            var gpus = new Option<int?>("--gpus") { Description = "Data parallel: start this many ranks (one per GPU; CPU ranks with --device cpu), each with --batch sequences per step; rank 0 prints the job's figures." };
             var command = new Command(name, description) { preset, batch, seq, steps, warmup, device, precision, lengths, clip, profile, seed };
+            if (training) command.Options.Add(gpus);
             command.SetAction(r =>
             {
                 try
                 {
                     var options = new BenchOptions(training, r.GetValue(preset)!, r.GetValue(batch), r.GetValue(seq), r.GetValue(steps), r.GetValue(warmup),
                         r.GetValue(device)!, r.GetValue(precision), r.GetValue(lengths)!, r.GetValue(clip), r.GetValue(profile), r.GetValue(seed));
-                    stdout.WriteLine(Run(options, cancellationToken).ToJsonString());
+                    if (training && r.GetValue(gpus) is int ranks)
+                        return LaunchRanks(ranks, options, stdout, stderr, cancellationToken);
+                    var result = Run(options, cancellationToken);
+                    if (result is not null) stdout.WriteLine(result.ToJsonString());
                     return ExitCodes.Success;
                 }
-                catch (Exception e) when (e is ArgumentException or CudaUnavailableException or NotSupportedException)
+                catch (Exception e) when (e is ArgumentException or CudaUnavailableException or NotSupportedException or DistributedConfigurationException)
                 {
                     stderr.WriteLine($"error: {e.Message}");
                     return ExitCodes.UsageError;
@@ -64,10 +71,32 @@ internal static class BenchCommand
         }
     }
 
+    /// <summary>
+    /// <c>--gpus N</c>: starts N ranks of this same command (without --gpus) with the torchrun variables set, as
+    /// <c>pretrain --gpus</c> does; their output comes back prefixed with <c>[rank r]</c>.
+    /// </summary>
+    private static int LaunchRanks(int ranks, BenchOptions o, TextWriter stdout, TextWriter stderr, CancellationToken cancellationToken)
+    {
+        if (ranks < 1) throw new ArgumentException($"--gpus must be at least 1, not {ranks}.");
+        if (DistributedEnvironment.FromEnvironment().WorldSize > 1)
+            throw new ArgumentException("--gpus starts the ranks of a job, but this process already is one (WORLD_SIZE is set); leave --gpus out.");
+        if (o.Profile) throw new ArgumentException("--profile times one process; leave it out with --gpus.");
+        var (program, prefix) = Launcher.CurrentProgram();
+        var inv = CultureInfo.InvariantCulture;
+        string[] args =
+        [
+            .. prefix, "bench", "pretrain", "--preset", o.Preset, "--batch", o.Batch.ToString(inv), "--seq", o.Seq.ToString(inv),
+            "--steps", o.Steps.ToString(inv), "--warmup", o.Warmup.ToString(inv), "--device", o.Device, "--lengths", o.Lengths,
+            "--clip", o.Clip.ToString("R", inv), "--seed", o.Seed.ToString(inv), .. (o.Precision is { } p ? new[] { "--precision", p } : []),
+        ];
+        return Launcher.Run(ranks, program, args, stdout, stderr, null, cancellationToken);
+    }
+
     internal sealed record BenchOptions(bool Training, string Preset, int Batch, int Seq, int Steps, int Warmup, string Device,
         string? Precision, string Lengths, double Clip, bool Profile, int Seed);
 
-    internal static JsonObject Run(BenchOptions o, CancellationToken cancellationToken)
+    /// <summary>Runs the benchmark; null on the ranks other than 0 of a data-parallel job (rank 0 reports for all).</summary>
+    internal static JsonObject? Run(BenchOptions o, CancellationToken cancellationToken)
     {
         if (o.Batch < 1 || o.Seq < 16) throw new ArgumentException($"--batch must be ≥ 1 and --seq ≥ 16 (got {o.Batch}, {o.Seq}).");
         if (o.Steps < 1 || o.Warmup < 0) throw new ArgumentException($"--steps must be ≥ 1 and --warmup ≥ 0 (got {o.Steps}, {o.Warmup}).");
@@ -88,12 +117,21 @@ internal static class BenchCommand
         };
         if (!cuda && precision == ComputePrecision.BFloat16) throw new ArgumentException("--precision bf16 needs --device cuda (the CPU backend computes in fp32).");
 
-        using Backend backend = cuda ? new CudaBackend() : new CpuBackend();
+        // A rank of a data-parallel job (RANK, WORLD_SIZE, ... set by --gpus or torchrun): its own GPU, rank 0's
+        // weights, its own synthetic batches, and gradients averaged over NCCL (CPU ranks: the control channel) in
+        // buckets overlapped with the backward pass, as the pretraining loop does.
+        var distributed = DistributedEnvironment.FromEnvironment();
+        if (distributed.WorldSize > 1 && !o.Training) throw new ArgumentException("bench forward runs in one process.");
+        using Backend backend = cuda ? new CudaBackend(distributed.DeviceOrdinal) : new CpuBackend();
         var gpu = backend as CudaBackend;
         using var model = new MosaicBertModel(config, ModelHeads.MaskedLM, backend, precision);
         model.InitializeWeights(o.Seed);
         using var optimizer = o.Training ? new DecoupledAdamW(model) : null;
-        var batches = SyntheticBatches(config, o, count: 4);
+        using var group = ProcessGroup.Create(distributed, backend, null, cancellationToken);
+        group.Broadcast(model.Parameters);
+        var buckets = distributed.WorldSize > 1 ? DataParallel.GradientBuckets(group, model) : null;
+        GradientsFinal? reportFinal = buckets is null ? null : (offset, length) => buckets.MarkReady(new GradientRange(offset, length));
+        var batches = SyntheticBatches(config, o with { Seed = o.Seed + 7919 * distributed.Rank }, count: 4);
 
         void Step(int i)
         {
@@ -103,7 +141,8 @@ internal static class BenchCommand
                 model.ZeroGradients();
                 // Queued: nothing waits for the GPU inside the step (the loss and the norm are not read), like the
                 // PyTorch reference, which neither calls .item() nor lets clip_grad_norm_ leave the device.
-                model.QueueForwardBackward(batch, new TrainingObjective.MaskedLM(), new DropoutSettings((ulong)(o.Seed * 1000 + i)));
+                model.QueueForwardBackward(batch, new TrainingObjective.MaskedLM(), new DropoutSettings((ulong)(o.Seed * 1000 + i)), 1, reportFinal);
+                buckets?.WaitAll();
                 if (o.Clip > 0) optimizer!.QueueClipGradients(o.Clip);
                 optimizer!.Step(1e-4f);
             }
@@ -116,6 +155,7 @@ internal static class BenchCommand
         void Wait()
         {
             gpu?.Synchronize();
+            group.Barrier();   // every rank's steps are done (world size 1: nothing)
         }
 
         for (int i = 0; i < o.Warmup; i++)
@@ -143,6 +183,16 @@ internal static class BenchCommand
             tokens += b.TokenCount;
             flops += ForwardFlops(config, b) * (o.Training ? 3 : 1);
         }
+        // Data parallel: the job's totals (every rank ran its own batches in the same wall time, between barriers).
+        Span<double> totals = [sequences, tokens, flops];
+        group.AllReduceSum(totals);
+        (sequences, tokens, flops) = ((long)totals[0], (long)totals[1], totals[2]);
+        int world = distributed.WorldSize;
+        if (!group.IsRoot)
+        {
+            group.Shutdown();
+            return null;
+        }
         double tflops = flops / seconds / 1e12;
         var result = new JsonObject
         {
@@ -158,10 +208,16 @@ internal static class BenchCommand
             ["seq_per_s"] = Round(sequences / seconds, 1),
             ["tokens_per_s"] = Round(tokens / seconds, 0),
             ["model_tflops"] = Round(tflops, 2),
-            ["mfu"] = gpu is null ? null : Round(tflops / PeakBf16Tflops(gpu.Device.Name), 4),
+            ["mfu"] = gpu is null ? null : Round(tflops / (world * PeakBf16Tflops(gpu.Device.Name)), 4),
             ["ms_per_step"] = Round(seconds * 1000 / o.Steps, 2),
             ["real_tokens_per_step"] = Round((double)tokens / o.Steps, 0),
         };
+        if (world > 1)
+        {
+            result["world_size"] = world;
+            result["process_group"] = group.Kind;
+            result["seq_per_s_per_rank"] = Round(sequences / seconds / world, 1);
+        }
         if (gpu is not null)
         {
             result["peak_gpu_mem_gib"] = Round(gpu.Pool.PeakBytesInUse / (double)(1L << 30), 2);
@@ -170,6 +226,7 @@ internal static class BenchCommand
         }
         else result["activation_bytes"] = model.ActivationBytes;
         if (o.Profile && gpu is not null) Profile(gpu, model, optimizer, batches[0], o, result);
+        group.Shutdown();
         return result;
     }
 

@@ -111,6 +111,26 @@ public sealed class PretrainGpusProcessTests : IDisposable
             Assert.True(Math.Abs(loss - b[step]) <= 1e-4 * loss, $"step {step}: one process {loss:R}, two ranks {b[step]:R}\n{log1}\n{log2}");
     }
 
+    [Fact]
+    public void BenchPretrainWithRanksReportsTheJobFromRankZero()
+    {
+        string[] args = ["bench", "pretrain", "--device", "cpu", "--preset", "tiny", "--batch", "4", "--seq", "32", "--steps", "3", "--warmup", "1"];
+        Assert.Equal(0, RunToEnd([.. args, "--gpus", "2"], out var log));
+        var lines = log.Split('\n', StringSplitOptions.TrimEntries).Where(l => l.Contains("{\"bench\"", StringComparison.Ordinal)).ToList();
+        var line = Assert.Single(lines);   // rank 0 alone reports
+        Assert.StartsWith("[rank 0] ", line);
+        var json = JsonDocument.Parse(line["[rank 0] ".Length..]).RootElement;
+        Assert.Equal(2, json.GetProperty("world_size").GetInt32());
+        Assert.Equal("tcp", json.GetProperty("process_group").GetString());
+        // The job's figures count both ranks' sequences: 2 ranks × 4 sequences × 32 tokens per step.
+        Assert.Equal(256, json.GetProperty("real_tokens_per_step").GetDouble());
+        Assert.Equal(0.5 * json.GetProperty("seq_per_s").GetDouble(), json.GetProperty("seq_per_s_per_rank").GetDouble(), 0.2);
+        // --gpus 1: the same code with a world of one.
+        Assert.Equal(0, RunToEnd([.. args, "--gpus", "1"], out log));
+        Assert.Contains("[rank 0] {\"bench\":\"pretrain\"", log);
+        Assert.DoesNotContain("world_size", log);
+    }
+
     /// <summary>The pids of <paramref name="parent"/>'s children (Linux /proc).</summary>
     private static List<int> Children(int parent)
     {
