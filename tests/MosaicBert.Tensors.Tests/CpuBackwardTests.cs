@@ -985,6 +985,37 @@ public sealed class CpuBackwardTests
     }
 
     [Theory]
+    [InlineData(0.1f)]
+    [InlineData(0f)]
+    public void DropoutResidualLayerNormIsDropoutThenLayerNormAndLeavesXAlone(float p)
+    {
+        int n = 9, d = 24;
+        var xv = Random(n * d, 301, 3);
+        using var x = Upload(xv, n, d);
+        using var res = Upload(Random(n * d, 302, 3), n, d);
+        using var gamma = Upload(Random(d, 303, 2), d);
+        using var beta = Upload(Random(d, 304), d);
+        using var sum = s_cpu.Allocate(n, d);
+        using var y = s_cpu.Allocate(n, d);
+        using var mean = s_cpu.Allocate(n);
+        using var rstd = s_cpu.Allocate(n);
+        s_cpu.DropoutResidualLayerNorm(x, p, 41, 7, res, gamma, beta, 1e-12f, sum, y, mean, rstd);
+        Assert.Equal(xv, Get(x));
+        using var dropped = Upload(xv, n, d);
+        if (p > 0) s_cpu.Dropout(dropped, dropped, null, p, 41, 7);
+        using var sum2 = s_cpu.Allocate(n, d);
+        using var y2 = s_cpu.Allocate(n, d);
+        using var mean2 = s_cpu.Allocate(n);
+        using var rstd2 = s_cpu.Allocate(n);
+        s_cpu.LayerNorm(dropped, res, gamma, beta, 1e-12f, sum2, y2, mean2, rstd2);
+        Assert.Equal(Get(sum2), Get(sum));
+        Assert.Equal(Get(y2), Get(y));
+        Assert.Equal(Get(mean2), Get(mean));
+        Assert.Equal(Get(rstd2), Get(rstd));
+        Assert.Equal(p > 0, Get(sum).Zip(Get(res), (a, b) => a == b).Any(same => same));   // dropped elements add nothing
+    }
+
+    [Theory]
     [InlineData(0.5)]   // clipped
     [InlineData(1e6)]   // below the threshold: untouched
     public void ClipByGlobalNormIsSumOfSquaresThenScale(double maxNorm)
