@@ -1,3 +1,4 @@
+using MosaicBert.Tensors.Cpu;
 namespace MosaicBert.Tensors.Cuda;
 
 // Row lookups and scatters (embeddings, MLM gathers). Index tensors are checked on the host before anything is
@@ -12,6 +13,37 @@ public sealed partial class CudaBackend
 
     /// <inheritdoc/>
     public override void EmbeddingSum(Tensor ids, Tensor typeIds, Tensor? positions, Tensor wordEmbeddings,
+        Tensor typeEmbeddings, Tensor? positionEmbeddings, Tensor output)
+    {
+        var (t, n, d) = CheckEmbeddingSum(ids, typeIds, positions, wordEmbeddings, typeEmbeddings, positionEmbeddings, output);
+        LaunchElements(EmbeddingFile, Variant("embedding_sum", t), (long)n * d, Ptr(ids), Ptr(typeIds), Ptr(positions), Ptr(wordEmbeddings),
+            Ptr(typeEmbeddings), Ptr(positionEmbeddings), Ptr(output), (long)n, d);
+    }
+
+    /// <inheritdoc/>
+    /// <remarks>One kernel (a warp per token, 16-byte accesses) where the vectorized LayerNorm applies; else the three ops.</remarks>
+    public override void EmbeddingLayerNorm(Tensor ids, Tensor typeIds, Tensor? positions, Tensor wordEmbeddings, Tensor typeEmbeddings,
+        Tensor? positionEmbeddings, Tensor gamma, Tensor beta, float eps, Tensor sum, Tensor y, Tensor mean, Tensor rstd,
+        float p, ulong seed, long offset)
+    {
+        var (t, n, d) = CheckEmbeddingSum(ids, typeIds, positions, wordEmbeddings, typeEmbeddings, positionEmbeddings, sum);
+        CheckLayerNorm(sum, null, gamma, beta, sum, y, mean, rstd);
+        if (!(p >= 0 && p < 1)) throw new ArgumentOutOfRangeException(nameof(p), $"Dropout probability {p} is not in [0, 1).");
+        string name = LayerNormVariant("layernorm_forward", t, d, wordEmbeddings, typeEmbeddings, positionEmbeddings, gamma, beta, sum, y);
+        if (!(name.EndsWith("_bf16x8", StringComparison.Ordinal) || name.EndsWith("_v4", StringComparison.Ordinal)))
+        {
+            base.EmbeddingLayerNorm(ids, typeIds, positions, wordEmbeddings, typeEmbeddings, positionEmbeddings, gamma, beta, eps, sum, y, mean, rstd,
+                p, seed, offset);
+            return;
+        }
+        if (n == 0 || d == 0) return;
+        Launch(Kernel("embedding_layernorm.cu", t == DType.BFloat16 ? "embedding_layernorm_bf16x8" : "embedding_layernorm_v4"), CeilDiv(n, 8), 1, 256, 0,
+            Ptr(ids), Ptr(typeIds), Ptr(positions), Ptr(wordEmbeddings), Ptr(typeEmbeddings), Ptr(positionEmbeddings), Ptr(gamma), Ptr(beta),
+            eps, Ptr(sum), Ptr(y), Ptr(mean), Ptr(rstd), n, d, DropoutRandom.Key(seed), DropoutRandom.Threshold(p), 1f / (1f - p), offset);
+    }
+
+    /// <summary>EmbeddingSum's checks, the indices validated on the host; returns the table type, tokens and width.</summary>
+    private (DType Type, int Tokens, int Width) CheckEmbeddingSum(Tensor ids, Tensor typeIds, Tensor? positions, Tensor wordEmbeddings,
         Tensor typeEmbeddings, Tensor? positionEmbeddings, Tensor output)
     {
         if ((positions is null) != (positionEmbeddings is null))
@@ -35,8 +67,7 @@ public sealed partial class CudaBackend
             if (posHost is not null && (uint)posHost[i] >= (uint)positionEmbeddings!.Dim(0))
                 throw new ArgumentOutOfRangeException(nameof(positions), $"Position {posHost[i]} is beyond max_position_embeddings {positionEmbeddings.Dim(0)}.");
         }
-        LaunchElements(EmbeddingFile, Variant("embedding_sum", t), (long)n * d, Ptr(ids), Ptr(typeIds), Ptr(positions), Ptr(wordEmbeddings),
-            Ptr(typeEmbeddings), Ptr(positionEmbeddings), Ptr(output), (long)n, d);
+        return (t, n, d);
     }
 
     /// <inheritdoc/>

@@ -65,6 +65,20 @@ public abstract class Backend : IDisposable
         Tensor sum, Tensor y, Tensor mean, Tensor rstd);
 
     /// <summary>
+    /// The encoder's input: <c>sum = EmbeddingSum(...)</c>, <c>y = Dropout(LayerNorm(sum))</c> (p = 0: no dropout), with
+    /// the masks and arithmetic of <see cref="EmbeddingSum"/>, <see cref="LayerNorm"/> and <see cref="Dropout"/> over
+    /// y's elements. Backends may fuse the three into one pass; the results are the same.
+    /// </summary>
+    public virtual void EmbeddingLayerNorm(Tensor ids, Tensor typeIds, Tensor? positions, Tensor wordEmbeddings, Tensor typeEmbeddings,
+        Tensor? positionEmbeddings, Tensor gamma, Tensor beta, float eps, Tensor sum, Tensor y, Tensor mean, Tensor rstd,
+        float p, ulong seed, long offset)
+    {
+        EmbeddingSum(ids, typeIds, positions, wordEmbeddings, typeEmbeddings, positionEmbeddings, sum);
+        LayerNorm(sum, null, gamma, beta, eps, sum, y, mean, rstd);
+        if (p > 0) Dropout(y, y, null, p, seed, offset);
+    }
+
+    /// <summary>
     /// <c>LayerNorm(Dropout(x) + residual)</c> — the attention output path of a BERT layer — with the mask of
     /// <see cref="Dropout"/> (p, seed, offset over x's elements); x is left as it is (sum = dropout(x) + residual).
     /// Backends may fuse the two into one pass; the results are the same.

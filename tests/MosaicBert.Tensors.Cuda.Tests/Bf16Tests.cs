@@ -252,6 +252,63 @@ public sealed class Bf16Tests
     }
 
     [Theory]
+    [InlineData(200, 768, true, false, 0.1f)]    // fused bf16 with dropout (MosaicBERT)
+    [InlineData(70, 128, false, true, 0.1f)]     // fused fp32 with positions (classic BERT)
+    [InlineData(70, 768, true, false, 0f)]       // fused, no dropout (inference)
+    [InlineData(33, 100, true, true, 0.1f)]      // not vectorizable: the three ops
+    public void EmbeddingLayerNormEqualsTheThreeOps(int n, int d, bool bf16, bool withPositions, float p)
+    {
+        _ = G;
+        var dt = bf16 ? DType.BFloat16 : DType.Float32;
+        Tensor Make(float[] v, params int[] shape)
+        {
+            var t = G.Allocate(dt, shape);
+            G.Upload(v, t);
+            return t;
+        }
+        Tensor Ints(int[] v)
+        {
+            var t = G.Allocate(DType.Int32, v.Length);
+            G.Upload(v, t);
+            return t;
+        }
+        using var word = Make(Random(500 * d, 70, 2), 500, d);
+        using var type = Make(Random(2 * d, 71), 2, d);
+        using var pos = Make(Random(64 * d, 72), 64, d);
+        using var gamma = Make(Random(d, 73, 2), d);
+        using var beta = Make(Random(d, 74), d);
+        using var ids = Ints(RandomInts(n, 75, 500));
+        using var types = Ints(RandomInts(n, 76, 2));
+        using var positions = Ints(RandomInts(n, 77, 64));
+        Tensor[] Run(bool fused)
+        {
+            var sum = G.Allocate(dt, n, d);
+            var y = G.Allocate(dt, n, d);
+            var mean = G.Allocate(n);
+            var rstd = G.Allocate(n);
+            if (fused)
+                G.EmbeddingLayerNorm(ids, types, withPositions ? positions : null, word, type, withPositions ? pos : null, gamma, beta, 1e-12f,
+                    sum, y, mean, rstd, p, 91, 3);
+            else
+            {
+                G.EmbeddingSum(ids, types, withPositions ? positions : null, word, type, withPositions ? pos : null, sum);
+                G.LayerNorm(sum, null, gamma, beta, 1e-12f, sum, y, mean, rstd);
+                if (p > 0) G.Dropout(y, y, null, p, 91, 3);
+            }
+            return [sum, y, mean, rstd];
+        }
+        var fusedOut = Run(true);
+        var threeOps = Run(false);
+        string[] names = ["sum", "y", "mean", "rstd"];
+        for (int i = 0; i < 4; i++)
+        {
+            Assert.True(Host(threeOps[i]).SequenceEqual(Host(fusedOut[i])), $"{names[i]} differs from the three ops");
+            fusedOut[i].Dispose();
+            threeOps[i].Dispose();
+        }
+    }
+
+    [Theory]
     [InlineData(300, 768, true)]    // fused (vectorized) bf16
     [InlineData(300, 768, false)]   // fused fp32
     [InlineData(33, 100, true)]     // not vectorizable: the unfused pair

@@ -29,7 +29,7 @@ public sealed class InfrastructureTests
     [Fact]
     public void EveryKernelFamilyIsEmbedded()
     {
-        string[] families = ["activations.cu", "attention.cu", "attention_bf16.cu", "convert.cu", "dropout.cu", "elementwise.cu", "embedding.cu", "layernorm.cu", "loss.cu",
+        string[] families = ["activations.cu", "attention.cu", "attention_bf16.cu", "convert.cu", "dropout.cu", "elementwise.cu", "embedding.cu", "embedding_layernorm.cu", "layernorm.cu", "loss.cu",
             "optimizer.cu", "reduce.cu"];
         Assert.Equal(families, KernelSources.Files);
         Assert.True(KernelSources.Headers.ContainsKey("common.cuh"));
