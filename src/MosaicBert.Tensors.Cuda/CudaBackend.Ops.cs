@@ -298,14 +298,20 @@ public sealed partial class CudaBackend
     {
         Check(x, nameof(x), DType.Float32);
         if (x.Length == 0) return 0;
-        uint blocks = CeilDiv(x.Length, 8192);
-        using var partial = Scratch(DType.Float32, 2L * blocks + 2);   // doubles: blocks partials, then the total
-        ulong partials = Ptr(partial), total = partials + 8UL * blocks;
-        Launch(Kernel(ReduceFile, "sum_of_squares_partial"), blocks, 1, 256, 0, Ptr(x), x.Length, partials);
-        Launch(Kernel(ReduceFile, "sum_of_squares_finish"), 1, 1, 256, 0, partials, (int)blocks, total);
+        using var total = Scratch(DType.Float32, 2);   // one double
+        QueueSumOfSquares(x, Ptr(total));
         double result = 0;
-        ReadBack(total, System.Runtime.InteropServices.MemoryMarshal.AsBytes(new Span<double>(ref result)));
+        ReadBack(Ptr(total), System.Runtime.InteropServices.MemoryMarshal.AsBytes(new Span<double>(ref result)));
         return result;
+    }
+
+    /// <summary>Queues Σx² (x non-empty, Float32) into the double at device address <paramref name="total"/>.</summary>
+    private void QueueSumOfSquares(Tensor x, ulong total)
+    {
+        uint blocks = CeilDiv(x.Length, 8192);
+        using var partial = Scratch(DType.Float32, 2L * blocks);   // one double per block
+        Launch(Kernel(ReduceFile, "sum_of_squares_partial"), blocks, 1, 256, 0, Ptr(x), x.Length, Ptr(partial));
+        Launch(Kernel(ReduceFile, "sum_of_squares_finish"), 1, 1, 256, 0, Ptr(partial), (int)blocks, total);
     }
 
     /// <inheritdoc/>

@@ -36,12 +36,7 @@ public sealed partial class CudaBackend
         Check(x, nameof(x), DType.Float32);
         if (x.Length == 0) return new DeferredScalar(0);
         var (slot, ticket) = NextSlot();
-        uint blocks = CeilDiv(x.Length, 8192);
-        using (var partial = Scratch(DType.Float32, 2L * blocks))
-        {
-            Launch(Kernel(ReduceFile, "sum_of_squares_partial"), blocks, 1, 256, 0, Ptr(x), x.Length, Ptr(partial));
-            Launch(Kernel(ReduceFile, "sum_of_squares_finish"), 1, 1, 256, 0, Ptr(partial), (int)blocks, slot);
-        }
+        QueueSumOfSquares(x, slot);
         LaunchElements(ReduceFile, "clip_by_norm", x.Length, Ptr(x), x.Length, slot, maxNorm);
         var total = ReadLater(slot, ticket, "gradient norm");
         return new DeferredScalar(() => Math.Sqrt(total.Read()));
