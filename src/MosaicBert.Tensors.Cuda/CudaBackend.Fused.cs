@@ -39,15 +39,15 @@ public sealed partial class CudaBackend
         float eps, Tensor sum, Tensor y, Tensor mean, Tensor rstd)
     {
         var (t, n, d) = CheckLayerNorm(x, residual, gamma, beta, sum, y, mean, rstd);
-        string name = LayerNormVariant("layernorm_forward", t, d, x, residual, gamma, beta, sum, y);
-        if (p <= 0 || !(name.EndsWith("_bf16x8", StringComparison.Ordinal) || name.EndsWith("_v4", StringComparison.Ordinal)))
+        string? suffix = LayerNormVectorSuffix(t, d, x, residual, gamma, beta, sum, y);
+        if (p <= 0 || suffix is null)
         {
             base.DropoutResidualLayerNorm(x, p, seed, offset, residual, gamma, beta, eps, sum, y, mean, rstd);
             return;
         }
         if (!(p < 1)) throw new ArgumentOutOfRangeException(nameof(p), $"Dropout probability {p} is not in [0, 1).");
         if (n == 0 || d == 0) return;
-        Launch(Kernel(LayerNormFile, name.Replace("layernorm_forward", "layernorm_dropout_forward", StringComparison.Ordinal)), CeilDiv(n, 8), 1, 256, 0,
+        Launch(Kernel(LayerNormFile, "layernorm_dropout_forward" + suffix), CeilDiv(n, 8), 1, 256, 0,
             Ptr(x), Ptr(residual), Ptr(gamma), Ptr(beta), eps, Ptr(sum), Ptr(y), Ptr(mean), Ptr(rstd), n, d,
             DropoutRandom.Key(seed), DropoutRandom.Threshold(p), 1f / (1f - p), offset);
     }

@@ -181,12 +181,12 @@ public sealed partial class CudaBackend
     /// The LayerNorm kernel for width d: the vectorized one (lanes own 16-byte groups kept in registers) when d is a
     /// multiple of 32 lanes × one vector, at most 1,024 wide, and the tensors are 16-byte aligned; else the scalar one.
     /// </summary>
-    private string LayerNormVariant(string name, DType t, int d, params ReadOnlySpan<Tensor?> tensors)
-    {
-        int v = Vector16(t);
-        if (d % (32 * v) == 0 && d <= 1024 && Aligned16(tensors)) return name + (t == DType.BFloat16 ? "_bf16x8" : "_v4");
-        return Variant(name, t);
-    }
+    private string LayerNormVariant(string name, DType t, int d, params ReadOnlySpan<Tensor?> tensors) =>
+        LayerNormVectorSuffix(t, d, tensors) is { } suffix ? name + suffix : Variant(name, t);
+
+    /// <summary>"_bf16x8" or "_v4" when the vectorized LayerNorm kernels (and those built on them) apply; else null.</summary>
+    private string? LayerNormVectorSuffix(DType t, int d, params ReadOnlySpan<Tensor?> tensors) =>
+        d % (32 * Vector16(t)) == 0 && d <= 1024 && Aligned16(tensors) ? (t == DType.BFloat16 ? "_bf16x8" : "_v4") : null;
 
     // ---- losses ----
 

@@ -29,15 +29,15 @@ public sealed partial class CudaBackend
         var (t, n, d) = CheckEmbeddingSum(ids, typeIds, positions, wordEmbeddings, typeEmbeddings, positionEmbeddings, sum);
         CheckLayerNorm(sum, null, gamma, beta, sum, y, mean, rstd);
         if (!(p >= 0 && p < 1)) throw new ArgumentOutOfRangeException(nameof(p), $"Dropout probability {p} is not in [0, 1).");
-        string name = LayerNormVariant("layernorm_forward", t, d, wordEmbeddings, typeEmbeddings, positionEmbeddings, gamma, beta, sum, y);
-        if (!(name.EndsWith("_bf16x8", StringComparison.Ordinal) || name.EndsWith("_v4", StringComparison.Ordinal)))
+        string? suffix = LayerNormVectorSuffix(t, d, wordEmbeddings, typeEmbeddings, positionEmbeddings, gamma, beta, sum, y);
+        if (suffix is null)
         {
             base.EmbeddingLayerNorm(ids, typeIds, positions, wordEmbeddings, typeEmbeddings, positionEmbeddings, gamma, beta, eps, sum, y, mean, rstd,
                 p, seed, offset);
             return;
         }
         if (n == 0 || d == 0) return;
-        Launch(Kernel("embedding_layernorm.cu", t == DType.BFloat16 ? "embedding_layernorm_bf16x8" : "embedding_layernorm_v4"), CeilDiv(n, 8), 1, 256, 0,
+        Launch(Kernel("embedding_layernorm.cu", "embedding_layernorm" + suffix), CeilDiv(n, 8), 1, 256, 0,
             Ptr(ids), Ptr(typeIds), Ptr(positions), Ptr(wordEmbeddings), Ptr(typeEmbeddings), Ptr(positionEmbeddings), Ptr(gamma), Ptr(beta),
             eps, Ptr(sum), Ptr(y), Ptr(mean), Ptr(rstd), n, d, DropoutRandom.Key(seed), DropoutRandom.Threshold(p), 1f / (1f - p), offset);
     }
