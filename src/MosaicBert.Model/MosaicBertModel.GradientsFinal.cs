@@ -18,6 +18,18 @@ public sealed partial class MosaicBertModel
     /// <summary>The parameter groups whose gradients become final together, found once from the layout.</summary>
     private GradientSpans BackwardSpans => _backwardSpans ??= new GradientSpans(Layout);
 
+    /// <summary>
+    /// The ranges a backward pass reports through <see cref="GradientsFinal"/>, in the order it reports them: the MLM
+    /// head's own parameters, the pooler and classifier, the encoder layers from the last to the first, the embeddings
+    /// (groups the layout lacks are left out). They tile the parameter block.
+    /// </summary>
+    public static IReadOnlyList<(long Offset, long Length)> GradientGroupsInBackwardOrder(ParameterLayout layout)
+    {
+        ArgumentNullException.ThrowIfNull(layout);
+        var spans = new GradientSpans(layout);
+        return [.. new[] { spans.MaskedLM, spans.Classifier }.OfType<(long, long)>(), .. Enumerable.Reverse(spans.Layers), spans.Embeddings];
+    }
+
     /// <summary>Both heads' ranges (the head of the objective has just finished; the other was not touched).</summary>
     private void HeadsFinal(GradientsFinal final)
     {

@@ -59,33 +59,13 @@ public static class DataParallel
     }
 
     /// <summary>
-    /// The gradient ranges in the order the backward pass finishes them: the MLM head's own parameters (its decoder
-    /// is tied to the word embeddings), the classifier, the encoder layers from the last to the first, then the
-    /// embeddings, which the tied decoder and the embedding lookup both write, and so are final last.
+    /// The gradient ranges in the order the backward pass finishes them — the model's
+    /// <see cref="MosaicBertModel.GradientGroupsInBackwardOrder"/>: the MLM head's own parameters (its decoder is tied
+    /// to the word embeddings), the classifier, the encoder layers from the last to the first, then the embeddings,
+    /// which the tied decoder and the embedding lookup both write, and so are final last.
     /// </summary>
-    public static IEnumerable<GradientRange> BackwardOrder(ParameterLayout layout)
-    {
-        ArgumentNullException.ThrowIfNull(layout);
-        GradientRange? Span(Func<string, bool> member)
-        {
-            var ps = layout.Parameters.Where(p => member(p.Name)).ToList();
-            if (ps.Count == 0) return null;
-            long start = ps.Min(p => p.Offset), end = ps.Max(p => p.Offset + p.Length);
-            return new GradientRange(start, end - start);
-        }
-        var ranges = new List<GradientRange?>
-        {
-            Span(n => n.StartsWith("cls.", StringComparison.Ordinal)),
-            Span(n => n.StartsWith("bert.pooler.", StringComparison.Ordinal) || n.StartsWith("classifier.", StringComparison.Ordinal)),
-        };
-        for (int l = layout.Config.NumHiddenLayers - 1; l >= 0; l--)
-        {
-            string prefix = $"bert.encoder.layer.{l}.";
-            ranges.Add(Span(n => n.StartsWith(prefix, StringComparison.Ordinal)));
-        }
-        ranges.Add(Span(n => n.StartsWith("bert.embeddings.", StringComparison.Ordinal)));
-        return ranges.OfType<GradientRange>();
-    }
+    public static IEnumerable<GradientRange> BackwardOrder(ParameterLayout layout) =>
+        MosaicBertModel.GradientGroupsInBackwardOrder(layout).Select(g => new GradientRange(g.Offset, g.Length));
 
     /// <summary>Buckets of at most <paramref name="bucketElements"/> over the model's gradient block, in backward order.</summary>
     public static GradientBuckets GradientBuckets(ProcessGroup group, MosaicBertModel model, long bucketElements = BucketElements) =>
