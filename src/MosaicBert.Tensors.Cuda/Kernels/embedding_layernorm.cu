@@ -2,7 +2,7 @@
 // of layernorm.cu handles (d = 32·V·k ≤ 1024, 16-byte aligned rows). Its own file: a new kernel family compiles on
 // its own, so a problem here cannot keep layernorm.cu's kernels from loading.
 #include "common.cuh"
-#include "dropout_hash.cuh"
+#include "layernorm_v.cuh"
 
 // sum[t] = word[ids[t]] + type[types[t]] (+ position[positions[t]]), added in that order in fp32 and rounded to T (as
 // embedding_sum), then the LayerNorm of layernorm_forward_v, then y = dropout(y) over y's elements with counters
@@ -39,35 +39,7 @@ template <typename T, int V, int K> __forceinline__ void embedding_layernorm_v(c
         }
         store_v<T, V>(sum + base + c, s[j]);
     }
-    float mu = warp_sum(acc) / d;
-    float q = 0.f;
-#pragma unroll
-    for (int j = 0; j < K; j++)
-    {
-        if (j >= parts) break;
-        for (int k = 0; k < V; k++) { float dv = s[j][k] - mu; q = fmaf(dv, dv, q); }
-    }
-    float inv = 1.f / sqrtf(warp_sum(q) / d + eps);
-#pragma unroll
-    for (int j = 0; j < K; j++)
-    {
-        if (j >= parts) break;
-        int c = (j * 32 + lane) * V;
-        float gm[V], bt[V], out[V];
-        load_v<T, V>(gamma + c, gm);
-        load_v<T, V>(beta + c, bt);
-        for (int k = 0; k < V; k++)
-        {
-            float ln = to_f(from_f<T>(fmaf((s[j][k] - mu) * inv, gm[k], bt[k])));
-            out[k] = threshold == 0 ? ln : __fmul_rn(ln, dropout_factor(key, threshold, keepScale, offset + base + c + k));
-        }
-        store_v<T, V>(y + base + c, out);
-    }
-    if (lane == 0)
-    {
-        mean[row] = mu;
-        rstd[row] = inv;
-    }
+    layernorm_v_finish<T, V, K, true>(s, acc, parts, lane, row, base, d, eps, gamma, beta, y, mean, rstd, key, threshold, keepScale, offset);
 }
 extern "C" __global__ void embedding_layernorm_v4(const int* ids, const int* types, const int* positions, const float* word,
     const float* type, const float* position, const float* gamma, const float* beta, float eps, float* sum, float* y, float* mean,

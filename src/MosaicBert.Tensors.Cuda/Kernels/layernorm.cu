@@ -5,7 +5,7 @@
 // stored values, so the backward pass sees exactly what the forward normalised. The column sums of the backward
 // (dγ, dβ) are in reduce.cu.
 #include "common.cuh"
-#include "dropout_hash.cuh"
+#include "layernorm_v.cuh"
 
 // sum = x (+ residual); μ = mean(sum); rstd = 1/√(mean((sum − μ)²) + eps); y = (sum − μ)·rstd·γ + β.
 // residual may be null; sum may alias x or residual (each element is read before it is written, by the same lane).
@@ -119,31 +119,7 @@ template <typename T, int V, int K, bool Drop = false> __forceinline__ void laye
         if (sum != x || residual || Drop) store_v<T, V>(sum + base + c, s[j]);
         for (int k = 0; k < V; k++) acc += s[j][k];
     }
-    float mu = warp_sum(acc) / d;
-    float q = 0.f;
-#pragma unroll
-    for (int j = 0; j < K; j++)
-    {
-        if (j >= parts) break;
-        for (int k = 0; k < V; k++) { float dv = s[j][k] - mu; q = fmaf(dv, dv, q); }
-    }
-    float inv = 1.f / sqrtf(warp_sum(q) / d + eps);
-#pragma unroll
-    for (int j = 0; j < K; j++)
-    {
-        if (j >= parts) break;
-        int c = (j * 32 + lane) * V;
-        float gm[V], bt[V], out[V];
-        load_v<T, V>(gamma + c, gm);
-        load_v<T, V>(beta + c, bt);
-        for (int k = 0; k < V; k++) out[k] = fmaf((s[j][k] - mu) * inv, gm[k], bt[k]);
-        store_v<T, V>(y + base + c, out);
-    }
-    if (lane == 0)
-    {
-        mean[row] = mu;
-        rstd[row] = inv;
-    }
+    layernorm_v_finish<T, V, K, false>(s, acc, parts, lane, row, base, d, eps, gamma, beta, y, mean, rstd, 0, 0, 1.f, 0);
 }
 extern "C" __global__ void layernorm_forward_v4(const float* x, const float* residual, const float* gamma, const float* beta,
     float eps, float* sum, float* y, float* mean, float* rstd, int rows, int d)
