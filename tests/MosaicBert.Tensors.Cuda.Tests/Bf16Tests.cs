@@ -28,6 +28,14 @@ public sealed class Bf16Tests
         return new Pair(c, g);
     }
 
+    /// <summary>Values on the GPU only, as a <paramref name="dt"/> tensor (rounded to bf16 for BFloat16).</summary>
+    private static Tensor OnGpu(DType dt, float[] values, params int[] shape)
+    {
+        var t = G.Allocate(dt, shape);
+        G.Upload(values, t);
+        return t;
+    }
+
     private static Pair Bf16Zeros(params int[] shape) => new(Ref.Allocate(shape), G.Allocate(DType.BFloat16, shape));
 
     /// <summary>Scale max(|e_i|, floor·max|e|): relative, except where the values are tiny next to the tensor's largest.</summary>
@@ -260,12 +268,7 @@ public sealed class Bf16Tests
     {
         _ = G;
         var dt = bf16 ? DType.BFloat16 : DType.Float32;
-        Tensor Make(float[] v, params int[] shape)
-        {
-            var t = G.Allocate(dt, shape);
-            G.Upload(v, t);
-            return t;
-        }
+        Tensor Make(float[] v, params int[] shape) => OnGpu(dt, v, shape);
         Tensor Ints(int[] v)
         {
             var t = G.Allocate(DType.Int32, v.Length);
@@ -316,12 +319,7 @@ public sealed class Bf16Tests
     {
         _ = G;
         var dt = bf16 ? DType.BFloat16 : DType.Float32;
-        Tensor Make(float[] v, params int[] shape)
-        {
-            var t = G.Allocate(dt, shape);
-            G.Upload(v, t);
-            return t;
-        }
+        Tensor Make(float[] v, params int[] shape) => OnGpu(dt, v, shape);
         var xv = Random(n * d, 60, 3);
         using var x = Make(xv, n, d);
         using var res = Make(Random(n * d, 61, 3), n, d);
