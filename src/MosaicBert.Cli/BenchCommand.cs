@@ -55,8 +55,8 @@ internal static class BenchCommand
                 {
                     var options = new BenchOptions(training, r.GetValue(preset)!, r.GetValue(batch), r.GetValue(seq), r.GetValue(steps), r.GetValue(warmup),
                         r.GetValue(device)!, r.GetValue(precision), r.GetValue(lengths)!, r.GetValue(clip), r.GetValue(profile), r.GetValue(seed));
-                    if (training && r.GetValue(gpus) is int ranks)
-                        return LaunchRanks(ranks, options, stdout, stderr, cancellationToken);
+                    if (training && r.GetValue(gpus) is not null)
+                        return LaunchRanks([.. r.Tokens.Select(t => t.Value)], options, stdout, stderr, cancellationToken);
                     var result = Run(options, cancellationToken);
                     if (result is not null) stdout.WriteLine(result.ToJsonString());
                     return ExitCodes.Success;
@@ -72,24 +72,16 @@ internal static class BenchCommand
     }
 
     /// <summary>
-    /// <c>--gpus N</c>: starts N ranks of this same command (without --gpus) with the torchrun variables set, as
-    /// <c>pretrain --gpus</c> does; their output comes back prefixed with <c>[rank r]</c>.
+    /// <c>--gpus N</c>: starts N ranks of this same command line without --gpus (<paramref name="tokens"/>, taken apart
+    /// by <see cref="Launcher.TryTakeGpus"/> as <c>pretrain --gpus</c> does) with the torchrun variables set; their
+    /// output comes back prefixed with <c>[rank r]</c>.
     /// </summary>
-    private static int LaunchRanks(int ranks, BenchOptions o, TextWriter stdout, TextWriter stderr, CancellationToken cancellationToken)
+    private static int LaunchRanks(IReadOnlyList<string> tokens, BenchOptions o, TextWriter stdout, TextWriter stderr, CancellationToken cancellationToken)
     {
-        if (ranks < 1) throw new ArgumentException($"--gpus must be at least 1, not {ranks}.");
-        if (DistributedEnvironment.FromEnvironment().WorldSize > 1)
-            throw new ArgumentException("--gpus starts the ranks of a job, but this process already is one (WORLD_SIZE is set); leave --gpus out.");
         if (o.Profile) throw new ArgumentException("--profile times one process; leave it out with --gpus.");
+        Launcher.TryTakeGpus(tokens, out int ranks, out var rankArgs);
         var (program, prefix) = Launcher.CurrentProgram();
-        var inv = CultureInfo.InvariantCulture;
-        string[] args =
-        [
-            .. prefix, "bench", "pretrain", "--preset", o.Preset, "--batch", o.Batch.ToString(inv), "--seq", o.Seq.ToString(inv),
-            "--steps", o.Steps.ToString(inv), "--warmup", o.Warmup.ToString(inv), "--device", o.Device, "--lengths", o.Lengths,
-            "--clip", o.Clip.ToString("R", inv), "--seed", o.Seed.ToString(inv), .. (o.Precision is { } p ? new[] { "--precision", p } : []),
-        ];
-        return Launcher.Run(ranks, program, args, stdout, stderr, null, cancellationToken);
+        return Launcher.Run(ranks, program, [.. prefix, .. rankArgs], stdout, stderr, null, cancellationToken);
     }
 
     internal sealed record BenchOptions(bool Training, string Preset, int Batch, int Seq, int Steps, int Warmup, string Device,
